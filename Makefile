@@ -1,0 +1,30 @@
+# The two Quickstart commands (`make demo`, `make test`) create .venv and install what they need.
+PYTHON ?= python3.11
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test test-all test-multiprocess bench clean
+
+$(STAMP): setup.py constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+# Main job on the built-in default (see README: what it runs today).
+demo: $(STAMP)
+	$(PY) launch/train.py --gin_file=demo.gin --gin.MODEL_DIR="'runs/demo'"
+
+# Default test run (CI): everything but the tests marked slow.
+test: $(STAMP)
+	$(PY) -m pytest -q -m "not slow" tests
+
+test-all: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) benchmarks/mfu.py
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,47 @@
+"""vp_jax: VideoPoet in JAX/Flax.
+
+Direct dependencies are pinned to a set installed and tested together (Python 3.11, CPU);
+`constraints.txt` pins the whole resolved environment. The `tasks/` folder is installed as the
+subpackage `vp_jax.tasks` (never as a top-level `tasks` module).
+"""
+import setuptools
+
+INSTALL_REQUIRES = [
+    "jax==0.10.2",
+    "jaxlib==0.10.2",
+    "flax==0.12.8",
+    "optax==0.2.8",
+    "orbax-checkpoint==0.12.8",
+    "seqio==0.0.20",
+    "tensorflow==2.21.0",
+    "tensorflow-text==2.21.1",
+    "tensorflow-datasets==4.9.10",
+    "clu==0.0.12",
+    "tensorboard==2.21.0",
+    "gin-config==0.5.0",
+    "sentencepiece==0.2.3",
+    "numpy==2.4.6",
+]
+
+EXTRAS_REQUIRE = {
+    "test": ["pytest==9.2.0"],
+    # TPU runtime: jax 0.10.2 requires libtpu 0.0.42.*. Not in the default install: with libtpu
+    # present jax prints TPU warnings at every start.
+    "tpu": ["jax[tpu]==0.10.2"],
+    # Tokenizing big corpora with Apache Beam (DirectRunner locally, Dataflow/Flink/Spark at scale).
+    "beam": ["apache-beam==2.77.0"],
+    # PyTorch reference packages, used only by parity tests and benchmarks. torch 2.13.0 is the CPU
+    # build; vector-quantize-pytorch must be installed with --no-deps (see README).
+    "torch": ["torch==2.13.0", "transformers==5.23.0", "einops", "einx", "loguru"],
+}
+
+setuptools.setup(
+    name="vp_jax",
+    version="0.1.0",
+    description="VideoPoet in JAX/Flax: tokenizers, prefix LM, SR cascade, generation, evaluation.",
+    python_requires=">=3.11,<3.12",
+    packages=setuptools.find_packages(include=["vp_jax", "vp_jax.*"]) + ["vp_jax.tasks"],
+    package_dir={"vp_jax.tasks": "tasks"},
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+)

@@ -1,0 +1,1 @@
+"""Orbax checkpointing of the train state and the data iterator position."""

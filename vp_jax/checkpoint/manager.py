@@ -1,0 +1,107 @@
+"""Checkpoints of (train state, data iterator position) with Orbax's CheckpointManager.
+
+Saves are asynchronous; retention is keep-the-last-N plus keep-every-K; restore goes to the latest
+committed step (or an explicit one) onto whatever shardings the caller gives, so a run saved on 8
+devices restores onto 4 or 1. A step is committed once Orbax has finalized it (the step directory,
+renamed from its temporary name, holding `_CHECKPOINT_METADATA` and every item); anything else is
+reported as partial with the path, never silently skipped over when asked for explicitly.
+"""
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+from etils import epath
+
+STATE, DATA = "state", "data"
+COMMIT_MARKER = "_CHECKPOINT_METADATA"
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint is missing, partial or does not match the model being restored."""
+
+
+class Checkpointer:
+  """Saves and restores `TrainState` plus the data iterator state under `directory`."""
+
+  def __init__(self, directory: str | os.PathLike, *, save_every: int = 1000,
+               keep: int | None = 3, keep_period: int | None = None, async_save: bool = True,
+               create: bool = True):
+    self.directory = epath.Path(directory)
+    if not create and not self.directory.exists():
+      raise CheckpointError(f"Checkpoint directory {self.directory} does not exist.")
+    options = ocp.CheckpointManagerOptions(
+        save_interval_steps=save_every, max_to_keep=keep, keep_period=keep_period,
+        enable_async_checkpointing=async_save, create=create)
+    self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=(STATE, DATA))
+
+  def all_steps(self) -> list[int]:
+    return list(self.manager.all_steps())
+
+  def latest_step(self) -> int | None:
+    """The newest committed step, or None. Steps still being written are not counted."""
+    return self.manager.latest_step()
+
+  def should_save(self, step: int) -> bool:
+    return self.manager.should_save(step)
+
+  def save(self, step: int, state: Any, data_state: dict[str, Any], *, force: bool = False) -> bool:
+    return self.manager.save(step, args=ocp.args.Composite(
+        **{STATE: ocp.args.StandardSave(state), DATA: ocp.args.JsonSave(data_state)}),
+        force=force)
+
+  def reached_preemption(self, step: int) -> bool:
+    """True at the multi-host preemption sync point (under jax.distributed); False otherwise."""
+    return self.manager.reached_preemption(step)
+
+  def wait(self) -> None:
+    self.manager.wait_until_finished()
+
+  def close(self) -> None:
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+  def _check_committed(self, step: int) -> epath.Path:
+    path = self.directory / str(step)
+    if step not in self.manager.all_steps():
+      partial = [p.name for p in self.directory.iterdir() if p.name.startswith(f"{step}.")] \
+          if self.directory.exists() else []
+      hint = f" (an unfinished write exists: {partial})" if partial else ""
+      raise CheckpointError(f"No committed checkpoint for step {step} in {self.directory}"
+                            f"{hint}; committed steps: {self.all_steps()}.")
+    missing = [name for name in (COMMIT_MARKER, STATE, DATA) if not (path / name).exists()]
+    if missing:
+      raise CheckpointError(f"Checkpoint {path} is partial: missing {missing}. Delete it or "
+                            f"restore another step ({self.all_steps()}).")
+    return path
+
+  def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
+    """Restores (state, data_state) at `step` (default: latest) onto `abstract_state`'s shardings.
+
+    `abstract_state` is a tree of `jax.ShapeDtypeStruct` with `.sharding` set; the checkpoint may
+    have been written under any mesh or device count.
+    """
+    if step is None:
+      step = self.latest_step()
+      if step is None:
+        raise CheckpointError(f"No committed checkpoint in {self.directory}.")
+    path = self._check_committed(step)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(
+          **{STATE: ocp.args.StandardRestore(abstract_state), DATA: ocp.args.JsonRestore()}))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointError(
+          f"Checkpoint {path} does not match the model being restored: {e}") from e
+    _check_shapes(restored[STATE], abstract_state, path)
+    return restored[STATE], restored[DATA]
+
+
+def _check_shapes(restored, abstract, path) -> None:
+  def check(kp, r, a):
+    if tuple(r.shape) != tuple(a.shape) or r.dtype != a.dtype:
+      raise CheckpointError(
+          f"Checkpoint {path}: {jax.tree_util.keystr(kp)} is {r.dtype}{list(r.shape)}, the model "
+          f"expects {a.dtype}{list(a.shape)}.")
+  jax.tree_util.tree_map_with_path(check, restored, abstract)

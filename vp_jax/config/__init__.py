@@ -1,0 +1,1 @@
+"""Configuration: gin at the entry points only (t5x style); libraries take frozen dataclasses."""

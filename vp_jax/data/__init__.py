@@ -1,0 +1,1 @@
+"""Data: datasets, iterators with checkpointable positions, and host-to-device batching."""

@@ -1,0 +1,1 @@
+"""Model kinds trained by the shared trainer."""

@@ -1,0 +1,55 @@
+"""Small layers with logical-axis annotations: dense, RMSNorm, embedding.
+
+Every parameter carries logical axis names (see `vp_jax.parallel.rules`); the mesh mapping is config.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+default_kernel_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+
+class Dense(nnx.Module):
+  """y = x @ W over the last axis (no bias), W annotated with `axes` = (in, out) logical names."""
+
+  def __init__(self, features_in: int, features_out: int, axes: Sequence[str], *,
+               dtype=jnp.float32, rngs: nnx.Rngs):
+    self.kernel = nnx.Param(
+        nnx.with_partitioning(default_kernel_init, tuple(axes))(
+            rngs.params(), (features_in, features_out), jnp.float32))
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:  # [..., in] -> [..., out]
+    return jnp.einsum("...i,io->...o", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+
+
+class RMSNorm(nnx.Module):
+  """x / rms(x) * scale, computed in float32."""
+
+  def __init__(self, features: int, *, eps: float = 1e-6, dtype=jnp.float32):
+    self.scale = nnx.Param(nnx.with_partitioning(nnx.initializers.ones, ("norm",))(
+        None, (features,), jnp.float32))
+    self.eps = eps
+    self.dtype = dtype
+
+  def __call__(self, x: jax.Array) -> jax.Array:  # [..., D] -> [..., D]
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + self.eps)
+    return (y * self.scale[...]).astype(self.dtype)
+
+
+class Embed(nnx.Module):
+  """Token embedding table [vocab, embed]; `attend` computes logits against it (weight tying)."""
+
+  def __init__(self, vocab_size: int, features: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+    self.embedding = nnx.Param(nnx.with_partitioning(
+        nnx.initializers.normal(stddev=1.0), ("vocab", "embed"))(
+            rngs.params(), (vocab_size, features), jnp.float32))
+    self.dtype = dtype
+
+  def __call__(self, ids: jax.Array) -> jax.Array:  # [B, L] -> [B, L, D]
+    return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)

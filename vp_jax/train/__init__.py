@@ -1,0 +1,1 @@
+"""The one sharded trainer used by every model kind (LM, SR transformer, tokenizers)."""
