@@ -2,8 +2,11 @@
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
 
-from vp_jax.data.iterators import synthetic_lm_batches
+from vp_jax.data.iterators import CheckpointableIterator, synthetic_lm_batches
 from vp_jax.models.toy_lm import ToyLM, ToyLMConfig
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import DEFAULT_RULES
@@ -15,14 +18,72 @@ TINY = ToyLMConfig(vocab_size=64, max_len=16, num_layers=2, embed_dim=32, num_he
 
 
 def tiny_trainer(workdir=None, *, devices=1, mesh=MeshConfig(), model=TINY, rules=DEFAULT_RULES,
-                 **overrides) -> Trainer:
+                 model_cls=None, **overrides) -> Trainer:
   defaults = dict(train_steps=12, save_every=4, log_every=1, progress=False,
                   optimizers={"model": OptimizerConfig(learning_rate=3e-3, warmup_steps=2)})
   defaults.update(overrides)
   config = TrainerConfig(**defaults)
-  return Trainer(lambda rngs: ToyLM(model, rngs=rngs), config,
+  cls = model_cls or ToyLM
+  return Trainer(lambda rngs: cls(model, rngs=rngs), config,
                  make_mesh(mesh, jax.devices()[:devices]), rules, workdir)
 
 
 def tiny_batches(batch_size=8, seq_len=16, seed=0):
   return synthetic_lm_batches(batch_size, seq_len, TINY.vocab_size, seed=seed)
+
+
+class PoisonableLM(ToyLM):
+  """ToyLM whose loss is NaN on batches that carry a non-zero `poison` entry."""
+
+  def loss(self, batch, *, key, train, group="model"):
+    loss, metrics = super().loss(batch, key=key, train=train, group=group)
+    poison = batch["poison"].max() > 0 if "poison" in batch else False
+    return jnp.where(poison, jnp.nan, loss), metrics
+
+
+class Poisoned(CheckpointableIterator):
+  """Adds `poison` (1 at the given batch indices, else 0) to the batches of another iterator."""
+
+  def __init__(self, inner: CheckpointableIterator, poison_at: set[int]):
+    self.inner, self.poison_at, self.index = inner, poison_at, 0
+
+  def __next__(self):
+    batch = dict(next(self.inner))
+    rows = batch["inputs"].shape[0]
+    batch["poison"] = np.full((rows,), int(self.index in self.poison_at), np.int32)
+    self.index += 1
+    return batch
+
+  def get_state(self):
+    return {"inner": self.inner.get_state(), "index": self.index}
+
+  def set_state(self, state):
+    self.inner.set_state(state["inner"])
+    self.index = state["index"]
+
+
+class TwoGroupGAN(nnx.Module):
+  """A minimal GAN-shaped model: generator and discriminator trained by separate optimizers.
+
+  `calls` is a non-parameter variable counting loss evaluations, to check that model variables
+  other than parameters flow through the step and the checkpoint.
+  """
+
+  def __init__(self, rngs: nnx.Rngs):
+    self.gen = nnx.Linear(4, 4, rngs=rngs)
+    self.disc = nnx.Linear(4, 1, rngs=rngs)
+    self.calls = nnx.Variable(jnp.zeros((), jnp.float32))
+
+  def optimizer_groups(self):
+    return {"generator": ("gen",), "discriminator": ("disc",)}
+
+  def loss(self, batch, *, key, train, group):
+    self.calls[...] = self.calls[...] + 1
+    fake = self.gen(batch["z"])
+    if group == "generator":
+      loss = -jnp.mean(self.disc(fake))
+      loss = jnp.where(batch["nan_generator"].max() > 0, jnp.nan, loss)
+    else:
+      loss = (jnp.mean(jax.nn.relu(1 - self.disc(batch["real"])))
+              + jnp.mean(jax.nn.relu(1 + self.disc(jax.lax.stop_gradient(fake)))))
+    return loss, {}

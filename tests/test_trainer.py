@@ -1,11 +1,19 @@
 """The trainer: loss curves across device counts and rule sets, resume, restore, non-finite steps."""
+import dataclasses
+import os
+import signal
+
 import jax
 import numpy as np
 import pytest
 
-from tests.helpers import tiny_batches, tiny_trainer
-from vp_jax.parallel.mesh import MeshConfig
+from tests.helpers import (TINY, PoisonableLM, Poisoned, TwoGroupGAN, tiny_batches,
+                           tiny_trainer)
+from vp_jax.data.iterators import CheckpointableIterator, IndexedBatchIterator
+from vp_jax.parallel.mesh import MeshConfig, make_mesh
+from vp_jax.parallel.rules import DEFAULT_RULES
 from vp_jax.train.optim import OptimizerConfig
+from vp_jax.train.trainer import NonFiniteError, Trainer, TrainerConfig
 
 
 def test_tiny_model_learns_on_one_device():
@@ -26,3 +34,158 @@ def test_eight_devices_match_one_device(mesh):
   eight = tiny_trainer(devices=8, mesh=mesh).fit(tiny_batches()).losses
   np.testing.assert_allclose([eight[s] for s in sorted(eight)], [one[s] for s in sorted(one)],
                              rtol=2e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3, 4], ids=["k=1", "k=save-1", "k=save"])
+def test_resume_is_bit_identical(tmp_path, k):
+  """Stop after k steps (save_every=4), resume to 12: losses k+1..12 equal an uninterrupted run."""
+  full = tiny_trainer(tmp_path / "full").fit(tiny_batches()).losses
+  first = tiny_trainer(tmp_path / "resumed")
+  first.fit(tiny_batches(), stop_at=k)
+  first.close()
+  resumed = tiny_trainer(tmp_path / "resumed").fit(tiny_batches())
+  assert resumed.start_step == k
+  assert sorted(resumed.losses) == list(range(k + 1, 13))
+  for step in range(k + 1, 13):
+    assert resumed.losses[step] == full[step], step    # bit-for-bit
+
+
+def test_checkpoint_saved_on_8_devices_restores_onto_4_and_1(tmp_path):
+  mesh8 = MeshConfig(data=2, fsdp=2, tensor=2)
+  saved = tiny_trainer(tmp_path, devices=8, mesh=mesh8, train_steps=4).fit(tiny_batches()).state
+  want = jax.tree.map(np.asarray, jax.device_get(saved))
+  for devices, mesh in [(4, MeshConfig(data=1, fsdp=2, tensor=2)), (1, MeshConfig())]:
+    restored = tiny_trainer(tmp_path, devices=devices, mesh=mesh, train_steps=4).init_or_restore()
+    assert restored.params["layers"]["qkv"].sharding.device_set == set(jax.devices()[:devices])
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored), want)
+  # training continues on the new mesh from the restored step
+  more = tiny_trainer(tmp_path, devices=4, mesh=MeshConfig(data=1, fsdp=2, tensor=2),
+                      train_steps=6, save_every=100).fit(tiny_batches())
+  assert more.start_step == 4 and sorted(more.losses) == [5, 6]
+
+
+def test_nonfinite_step_is_skipped_and_counted():
+  trainer = tiny_trainer(model_cls=PoisonableLM)
+  batches = Poisoned(tiny_batches(), poison_at={1})
+  state = trainer.init_or_restore()
+  state, m0 = trainer.step(state, next(batches))
+  before = jax.tree.map(np.asarray, jax.device_get((state.params, state.opt_state)))
+  state, m1 = trainer.step(state, next(batches))          # poisoned
+  after = jax.tree.map(np.asarray, jax.device_get((state.params, state.opt_state)))
+  jax.tree.map(np.testing.assert_array_equal, after, before)   # untouched
+  assert int(state.step) == 2 and int(state.nonfinite_total) == 1
+  assert int(m1["nonfinite_streak"]) == 1
+  state, m2 = trainer.step(state, next(batches))          # clean again: streak resets
+  assert int(m2["nonfinite_streak"]) == 0 and int(state.nonfinite_total) == 1
+  assert np.isfinite(float(m2["loss"]))
+
+
+def test_too_many_nonfinite_steps_in_a_row_stop_with_clear_error():
+  trainer = tiny_trainer(model_cls=PoisonableLM, max_consecutive_nonfinite=3)
+  with pytest.raises(NonFiniteError, match=r"3 consecutive steps \(up to step 5\)"):
+    trainer.fit(Poisoned(tiny_batches(), poison_at={2, 3, 4}))
+  # two in a row is tolerated
+  result = tiny_trainer(model_cls=PoisonableLM, max_consecutive_nonfinite=3).fit(
+      Poisoned(tiny_batches(), poison_at={2, 3}))
+  assert int(result.state.nonfinite_total) == 2 and max(result.losses) == 12
+
+
+def test_gradient_accumulation_matches_full_batch():
+  no_dropout = dataclasses.replace(TINY, dropout=0.0)
+  full = tiny_trainer(model=no_dropout, train_steps=5).fit(tiny_batches()).losses
+  accum = tiny_trainer(model=no_dropout, train_steps=5, grad_accum_steps=4).fit(
+      tiny_batches()).losses
+  np.testing.assert_allclose([accum[s] for s in range(1, 6)], [full[s] for s in range(1, 6)],
+                             rtol=1e-5)
+
+
+def test_bf16_compute_keeps_fp32_master_weights():
+  fp32 = tiny_trainer(train_steps=5).fit(tiny_batches())
+  bf16 = tiny_trainer(train_steps=5, compute_dtype="bfloat16").fit(tiny_batches())
+  assert all(x.dtype == np.float32 for x in jax.tree.leaves(bf16.state.params))
+  a = [fp32.losses[s] for s in range(1, 6)]
+  b = [bf16.losses[s] for s in range(1, 6)]
+  np.testing.assert_allclose(b, a, rtol=3e-2)      # bf16 rounding, same trajectory
+  assert a != b                                    # and it really computed in bf16
+
+
+def gan_batches():
+  def make(i):
+    rng = np.random.default_rng(i)
+    return {"z": rng.normal(size=(8, 4)).astype(np.float32),
+            "real": (rng.normal(size=(8, 4)) + 3).astype(np.float32),
+            "nan_generator": np.full((8,), int(i == 1), np.int32)}
+  return IndexedBatchIterator(make)
+
+
+def test_two_optimizer_groups_update_their_own_parameters(tmp_path):
+  config = dict(train_steps=3, save_every=1, log_every=1, progress=False, optimizers={
+      "generator": OptimizerConfig(learning_rate=1e-2, schedule="constant"),
+      "discriminator": OptimizerConfig(learning_rate=1e-1, schedule="constant")})
+  trainer = Trainer(TwoGroupGAN, TrainerConfig(**config), make_mesh(MeshConfig(), jax.devices()[:2]),
+                    DEFAULT_RULES, str(tmp_path))
+  batches = gan_batches()
+  s0 = trainer.init_or_restore()
+  p0 = jax.device_get(s0.params)
+  s1, m1 = trainer.step(s0, next(batches))
+  p1 = jax.device_get(s1.params)
+  assert set(m1) >= {"generator/loss", "discriminator/loss", "generator/learning_rate"}
+  assert float(m1["discriminator/learning_rate"]) == pytest.approx(0.1)
+  for name in ("gen", "disc"):
+    assert not np.allclose(p1[name]["kernel"], p0[name]["kernel"]), name
+  s2, m2 = trainer.step(s1, next(batches))   # generator loss is NaN: only the generator is kept
+  p2 = jax.device_get(s2.params)
+  np.testing.assert_array_equal(p2["gen"]["kernel"], p1["gen"]["kernel"])
+  assert not np.allclose(p2["disc"]["kernel"], p1["disc"]["kernel"])
+  assert int(m2["nonfinite_total"]) == 1
+  # non-parameter variables flow through the step: one loss call per group per step, and the
+  # skipped generator update of step 2 drops that call's variable update too (2 + 1)
+  assert float(s2.rest["calls"]) == 3.0
+  trainer.checkpointer.save(2, s2, batches.get_state())
+  trainer.checkpointer.wait()
+  restored, data = trainer.checkpointer.restore(trainer.abstract_state())
+  assert float(restored.rest["calls"]) == 3.0 and data == {"index": 2}
+
+
+def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
+  class SigtermAt(CheckpointableIterator):
+    def __init__(self, inner, at):
+      self.inner, self.at, self.n = inner, at, 0
+    def __next__(self):
+      if self.n == self.at:
+        os.kill(os.getpid(), signal.SIGTERM)
+      self.n += 1
+      return next(self.inner)
+    def get_state(self):
+      return self.inner.get_state()
+    def set_state(self, state):
+      self.inner.set_state(state)
+
+  result = tiny_trainer(tmp_path, save_every=100).fit(SigtermAt(tiny_batches(), 5))
+  assert result.preempted and max(result.losses) == 6
+  trainer = tiny_trainer(tmp_path, save_every=100)
+  assert trainer.checkpointer.all_steps()[-1] == 6
+  resumed = trainer.fit(tiny_batches())
+  assert resumed.start_step == 6 and max(resumed.losses) == 12
+
+
+def test_periodic_eval_writes_metrics(tmp_path):
+  result = tiny_trainer(tmp_path, eval_every=4, eval_batches=2).fit(
+      tiny_batches(), eval_iter_fn=lambda: tiny_batches(seed=99))
+  assert sorted(result.eval_metrics) == [4, 8, 12]
+  assert result.eval_metrics[12]["loss"] < result.eval_metrics[4]["loss"] + 0.5
+  assert set(result.eval_metrics[4]) >= {"loss", "accuracy"}
+  assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())
+
+
+def test_trainer_rejects_optimizers_that_do_not_match_the_model_groups():
+  with pytest.raises(ValueError, match=r"optimizers has groups \['generator'\], the model has "
+                                       r"\['model'\]"):
+    tiny_trainer(optimizers={"generator": OptimizerConfig()})
+
+
+@pytest.mark.parametrize("field,value", [("train_steps", 0), ("grad_accum_steps", 0),
+                                         ("compute_dtype", "float16")])
+def test_trainer_config_errors_name_the_field(field, value):
+  with pytest.raises(ValueError, match=f"TrainerConfig.{field}"):
+    tiny_trainer(**{field: value})

@@ -26,14 +26,13 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
   """Saves and restores `TrainState` plus the data iterator state under `directory`."""
 
-  def __init__(self, directory: str | os.PathLike, *, save_every: int = 1000,
-               keep: int | None = 3, keep_period: int | None = None, async_save: bool = True,
+  def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3, keep_period: int | None = None, async_save: bool = True,
                create: bool = True):
     self.directory = epath.Path(directory)
     if not create and not self.directory.exists():
       raise CheckpointError(f"Checkpoint directory {self.directory} does not exist.")
     options = ocp.CheckpointManagerOptions(
-        save_interval_steps=save_every, max_to_keep=keep, keep_period=keep_period,
+        max_to_keep=keep, keep_period=keep_period,
         enable_async_checkpointing=async_save, create=create)
     self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=(STATE, DATA))
 
@@ -44,13 +43,11 @@ class Checkpointer:
     """The newest committed step, or None. Steps still being written are not counted."""
     return self.manager.latest_step()
 
-  def should_save(self, step: int) -> bool:
-    return self.manager.should_save(step)
-
-  def save(self, step: int, state: Any, data_state: dict[str, Any], *, force: bool = False) -> bool:
+  def save(self, step: int, state: Any, data_state: dict[str, Any]) -> bool:
+    """Starts an asynchronous save of `step` (the caller decides when to save)."""
     return self.manager.save(step, args=ocp.args.Composite(
         **{STATE: ocp.args.StandardSave(state), DATA: ocp.args.JsonSave(data_state)}),
-        force=force)
+        force=True)
 
   def reached_preemption(self, step: int) -> bool:
     """True at the multi-host preemption sync point (under jax.distributed); False otherwise."""

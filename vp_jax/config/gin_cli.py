@@ -13,6 +13,7 @@ import dataclasses
 import os
 import pathlib
 import sys
+import tokenize
 from typing import Callable, Sequence
 
 import gin
@@ -72,10 +73,19 @@ def configure(flags: GinFlags) -> None:
                                                             str(REPO_GIN_DIR))):
       raise ConfigError(f"--gin_file={f}: file not found (searched {list(flags.search_paths)} + "
                         f"current dir + {REPO_GIN_DIR}).")
+  errors = (ValueError, KeyError, SyntaxError, TypeError, tokenize.TokenError)
   try:
-    gin.parse_config_files_and_bindings(list(flags.files), list(flags.bindings),
-                                        finalize_config=True)
-  except (ValueError, KeyError, SyntaxError, TypeError) as e:
+    gin.parse_config_files_and_bindings(list(flags.files), None, finalize_config=False)
+  except errors as e:
+    raise ConfigError(f"Invalid gin file: {e}") from e
+  for binding in flags.bindings:
+    try:
+      gin.parse_config(binding)
+    except errors as e:
+      raise ConfigError(f"Invalid gin binding {binding!r}: {e}") from e
+  try:
+    gin.finalize()
+  except errors as e:
     raise ConfigError(f"Invalid gin config: {e}") from e
 
 

@@ -116,7 +116,7 @@ class Trainer:
                       for g in self.spec.groups}
     self.shardings = state_lib.train_state_shardings(factory, self.spec, self.txs, mesh, rules)
     self.checkpointer = None if workdir is None else Checkpointer(
-        f"{workdir}/checkpoints", save_every=config.save_every, keep=config.keep_checkpoints,
+        f"{workdir}/checkpoints", keep=config.keep_checkpoints,
         keep_period=config.keep_period, async_save=config.async_checkpointing)
     step_fn = make_train_step(self.spec, self.txs, self.schedules,
                               grad_accum_steps=config.grad_accum_steps,
@@ -161,6 +161,12 @@ class Trainer:
   def _device_batch(self, batch):
     return global_batch(batch, self.mesh, self.rules)
 
+  def step(self, state: state_lib.TrainState, batch: Mapping[str, np.ndarray]
+           ) -> tuple[state_lib.TrainState, dict[str, Any]]:
+    """One train step on a host-local batch. `state` is donated: use the returned one."""
+    with self._context():
+      return self._train_step(state, self._device_batch(batch))
+
   def fit(self, train_iter: CheckpointableIterator,
           eval_iter_fn: Callable[[], CheckpointableIterator] | None = None,
           stop_at: int | None = None) -> TrainResult:
@@ -199,9 +205,8 @@ class Trainer:
         new_step = step + 1
         if self.checkpointer is not None:
           preempted = sigterm.raised or self.checkpointer.reached_preemption(new_step)
-          if preempted or self.checkpointer.should_save(new_step) or new_step == end:
-            self.checkpointer.save(new_step, state, train_iter.get_state(),
-                                   force=preempted or new_step == end)
+          if preempted or new_step % cfg.save_every == 0 or new_step == end:
+            self.checkpointer.save(new_step, state, train_iter.get_state())
           if preempted:
             drain(pending)
             pending = None

@@ -1,0 +1,193 @@
+"""Model FLOPs utilization (MFU) of the real vp_jax train step, against this machine's matmul peak.
+
+Why: the LM issue's performance target is a train step that reaches MFU >= 50% of the *measured*
+matmul peak of the machine it runs on (not a vendor datasheet number). This script measures both
+sides in one run so the figure is reproducible anywhere (CPU, GPU, TPU):
+
+  1. peak: the best GFLOP/s of a jitted float32 `jnp.dot` of square n x n matrices (FLOPs = 2 n^3),
+     over a few sizes, after warm-up, best of several repetitions;
+  2. model FLOP/s: `ToyLMConfig.flops_per_token(seq_len)` (6 x matmul parameters + 12 x layers x
+     length x width) x batch x length / step time, where the step is the trainer's own jitted
+     `_train_step` (sharded state, donated buffers, AdamW, non-finite checks) on a data-parallel
+     mesh over all local devices; MFU = model FLOP/s / peak.
+
+The step is timed directly (not `Trainer.fit`, whose logging and checkpoint logic would blur the
+figure): 2 warm-up steps (compilation), then `--steps` steps, each ended with
+`jax.block_until_ready`.
+
+Run:
+  python benchmarks/mfu.py                       # `make bench` calls this; float32, preset "bench"
+  python benchmarks/mfu.py --dtype bfloat16      # bf16 compute (fp32 master weights)
+  python benchmarks/mfu.py --preset tiny --steps 5 --batch_size 8 --seq_len 32
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import math
+import statistics
+import time
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+
+from vp_jax.data.iterators import synthetic_lm_batches
+from vp_jax.models.toy_lm import PRESETS, ToyLM, ToyLMConfig
+from vp_jax.parallel.mesh import MeshConfig, make_mesh
+from vp_jax.parallel.rules import DEFAULT_RULES
+from vp_jax.train.optim import OptimizerConfig
+from vp_jax.train.trainer import Trainer, TrainerConfig
+
+DEFAULT_SIZES = (512, 1024, 2048)  # 4096 adds ~20 s on a 2-core CPU; pass --sizes to try it
+WARMUP_STEPS = 2
+
+
+def matmul_flops(n: int) -> float:
+  """FLOPs of an n x n by n x n matrix product (one multiply and one add per inner-product term)."""
+  return 2.0 * n ** 3
+
+
+def time_matmul(n: int, repeats: int = 5, dtype: str = "float32") -> float:
+  """Best wall time in seconds of one jitted `jnp.dot` of two n x n matrices (after a warm-up)."""
+  dt = jnp.dtype(dtype)
+  ka, kb = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(ka, (n, n), dt)
+  b = jax.random.normal(kb, (n, n), dt)
+  dot = jax.jit(jnp.dot)
+  jax.block_until_ready(dot(a, b))  # compile + warm caches
+  best = math.inf
+  for _ in range(max(repeats, 1)):
+    t0 = time.perf_counter()
+    jax.block_until_ready(dot(a, b))
+    best = min(best, time.perf_counter() - t0)
+  return best
+
+
+def measure_matmul_peak(sizes: Sequence[int] = DEFAULT_SIZES, repeats: int = 5,
+                        dtype: str = "float32", per_size: dict | None = None) -> float:
+  """The machine's matmul peak in GFLOP/s: max over `sizes` of 2 n^3 / best time.
+
+  If `per_size` is given it is filled with {n: (best seconds, GFLOP/s)}.
+  """
+  best_gflops = 0.0
+  for n in sizes:
+    seconds = time_matmul(n, repeats, dtype)
+    gflops = matmul_flops(n) / seconds / 1e9
+    if per_size is not None:
+      per_size[n] = (seconds, gflops)
+    best_gflops = max(best_gflops, gflops)
+  return best_gflops
+
+
+def resolve_config(preset: str | ToyLMConfig, dtype: str) -> ToyLMConfig:
+  cfg = PRESETS[preset] if isinstance(preset, str) else preset
+  return dataclasses.replace(cfg, dtype=dtype)
+
+
+def build_trainer(cfg: ToyLMConfig, dtype: str, steps: int, mesh=None) -> Trainer:
+  """The project's Trainer over a data-parallel mesh of all local devices (or `mesh`)."""
+  config = TrainerConfig(
+      train_steps=steps + WARMUP_STEPS, progress=False, log_every=max(steps + WARMUP_STEPS, 1),
+      compute_dtype=dtype,
+      optimizers={"model": OptimizerConfig(learning_rate=1e-3, warmup_steps=0)})
+  mesh = make_mesh(MeshConfig()) if mesh is None else mesh
+  return Trainer(lambda rngs: ToyLM(cfg, rngs=rngs), config, mesh, DEFAULT_RULES, workdir=None)
+
+
+def measure_train_step(preset: str | ToyLMConfig = "bench", batch_size: int = 8,
+                       seq_len: int | None = None, steps: int = 10, dtype: str = "float32",
+                       mesh=None) -> dict:
+  """Times the trainer's jitted train step; returns step time, tokens/s and model FLOP/s.
+
+  `preset` is a name in `PRESETS` or a ToyLMConfig; `seq_len` defaults to the config's max_len.
+  """
+  if steps < 1:
+    raise ValueError(f"measure_train_step: steps={steps} must be >= 1.")
+  cfg = resolve_config(preset, dtype)
+  seq_len = cfg.max_len if seq_len is None else seq_len
+  trainer = build_trainer(cfg, dtype, steps, mesh)
+  it = synthetic_lm_batches(batch_size, seq_len, cfg.vocab_size)
+  state = trainer.init_or_restore()
+  times = []
+  with trainer._context():
+    t0 = time.perf_counter()
+    for _ in range(WARMUP_STEPS):
+      state, metrics = trainer._train_step(state, trainer._device_batch(next(it)))
+      jax.block_until_ready((state, metrics))
+    compile_s = time.perf_counter() - t0
+    for _ in range(steps):
+      t0 = time.perf_counter()
+      state, metrics = trainer._train_step(state, trainer._device_batch(next(it)))
+      jax.block_until_ready((state, metrics))
+      times.append(time.perf_counter() - t0)
+  return {**step_figures(cfg, batch_size, seq_len, times),
+          "dtype": dtype, "devices": trainer.mesh.size, "warmup_s": compile_s,
+          "final_loss": float(jax.device_get(metrics["loss"]))}
+
+
+def step_figures(cfg: ToyLMConfig, batch_size: int, seq_len: int,
+                 times: Sequence[float]) -> dict:
+  """Throughput figures from per-step wall times; model FLOP/s uses the mean step time."""
+  step_s = sum(times) / len(times)
+  tokens = batch_size * seq_len
+  flops_per_token = cfg.flops_per_token(seq_len)
+  return {
+      "config": cfg, "batch_size": batch_size, "seq_len": seq_len, "steps": len(times),
+      "step_s": step_s, "step_s_median": statistics.median(times), "step_s_min": min(times),
+      "tokens_per_step": tokens, "tokens_per_s": tokens / step_s,
+      "flops_per_token": flops_per_token, "flops_per_step": flops_per_token * tokens,
+      "model_flops_per_s": flops_per_token * tokens / step_s,
+  }
+
+
+def main(argv: Sequence[str] | None = None) -> dict:
+  p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  p.add_argument("--preset", default="bench", choices=sorted(PRESETS))
+  p.add_argument("--batch_size", type=int, default=8)
+  p.add_argument("--seq_len", type=int, default=None, help="default: the preset's max_len")
+  p.add_argument("--steps", type=int, default=10, help="timed steps (after 2 warm-up steps)")
+  p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+  p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
+                 help="matmul sizes n for the peak")
+  p.add_argument("--repeats", type=int, default=5, help="matmul repetitions per size (best kept)")
+  args = p.parse_args(argv)
+
+  print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} device(s): "
+        f"{jax.devices()[0].device_kind}")
+  per_size: dict = {}
+  peak = measure_matmul_peak(args.sizes, args.repeats, "float32", per_size)
+  print("\nmatmul peak (jitted float32 jnp.dot, best of %d)" % args.repeats)
+  print(f"  {'n':>6}  {'best time (ms)':>14}  {'GFLOP/s':>9}")
+  for n, (seconds, gflops) in per_size.items():
+    print(f"  {n:>6}  {seconds * 1e3:>14.2f}  {gflops:>9.1f}")
+  print(f"  peak: {peak:.1f} GFLOP/s")
+
+  r = measure_train_step(args.preset, args.batch_size, args.seq_len, args.steps, args.dtype)
+  cfg = r["config"]
+  mfu = r["model_flops_per_s"] / (peak * 1e9)
+  print(f"\ntrain step: ToyLM preset {args.preset!r} (layers={cfg.num_layers}, "
+        f"width={cfg.embed_dim}, mlp={cfg.mlp_dim}, vocab={cfg.vocab_size}), dtype {r['dtype']}, "
+        f"batch {r['batch_size']} x len {r['seq_len']}, {r['devices']} device(s), "
+        f"{r['steps']} timed steps")
+  rows = [
+      ("warm-up (2 steps, incl. compile)", f"{r['warmup_s']:.2f} s"),
+      ("step time (mean)", f"{r['step_s'] * 1e3:.1f} ms"),
+      ("step time (median / min)", f"{r['step_s_median'] * 1e3:.1f} / "
+                                   f"{r['step_s_min'] * 1e3:.1f} ms"),
+      ("tokens/s", f"{r['tokens_per_s']:,.0f}"),
+      ("train FLOPs per token", f"{r['flops_per_token'] / 1e6:.2f} MFLOP"),
+      ("train FLOPs per step", f"{r['flops_per_step'] / 1e9:.2f} GFLOP"),
+      ("model FLOP/s", f"{r['model_flops_per_s'] / 1e9:.1f} GFLOP/s"),
+      ("matmul peak (float32)", f"{peak:.1f} GFLOP/s"),
+      ("MFU", f"{100 * mfu:.1f} %   (target >= 50 %)"),
+      ("final loss", f"{r['final_loss']:.3f}"),
+  ]
+  width = max(len(k) for k, _ in rows)
+  for k, v in rows:
+    print(f"  {k:<{width}}  {v}")
+  return {**r, "peak_gflops": peak, "mfu": mfu}
+
+
+if __name__ == "__main__":
+  main()

@@ -1,0 +1,51 @@
+"""Checkpoint errors: missing directory, partial (uncommitted) step, incompatible model."""
+import dataclasses
+import shutil
+
+import pytest
+
+from tests.helpers import TINY, tiny_batches, tiny_trainer
+from vp_jax.checkpoint.manager import CheckpointError, Checkpointer
+
+
+def test_missing_checkpoint_dir_is_a_clear_error(tmp_path):
+  with pytest.raises(CheckpointError, match="does not exist"):
+    Checkpointer(tmp_path / "nope", create=False)
+  empty = Checkpointer(tmp_path / "empty")
+  with pytest.raises(CheckpointError, match="No committed checkpoint in"):
+    empty.restore(abstract_state={})
+
+
+@pytest.fixture
+def saved(tmp_path):
+  trainer = tiny_trainer(tmp_path, train_steps=8, save_every=4)
+  trainer.fit(tiny_batches())
+  trainer.close()
+  return tmp_path
+
+
+def test_partial_checkpoint_without_commit_marker(saved):
+  step_dir = saved / "checkpoints" / "8"
+  (step_dir / "_CHECKPOINT_METADATA").unlink()
+  trainer = tiny_trainer(saved, train_steps=8)
+  with pytest.raises(CheckpointError, match=r"checkpoints/8 is partial: missing "
+                                            r"\['_CHECKPOINT_METADATA'\]"):
+    trainer.checkpointer.restore(trainer.abstract_state(), step=8)
+
+
+def test_unfinished_write_is_not_a_committed_step(saved):
+  ckpt = saved / "checkpoints"
+  shutil.move(ckpt / "8", ckpt / "8.orbax-checkpoint-tmp-123")
+  trainer = tiny_trainer(saved, train_steps=8)
+  assert trainer.checkpointer.latest_step() == 4        # resume skips the unfinished step
+  with pytest.raises(CheckpointError, match=r"No committed checkpoint for step 8 .*unfinished "
+                                            r"write exists: \['8.orbax-checkpoint-tmp-123'\]"):
+    trainer.checkpointer.restore(trainer.abstract_state(), step=8)
+  assert trainer.fit(tiny_batches()).start_step == 4
+
+
+def test_incompatible_checkpoint_names_the_parameter(saved):
+  wider = dataclasses.replace(TINY, mlp_dim=128)
+  trainer = tiny_trainer(saved, model=wider, train_steps=8)
+  with pytest.raises(CheckpointError, match=r"mlp_in.*kernel|does not match"):
+    trainer.init_or_restore()
