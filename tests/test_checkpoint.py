@@ -49,3 +49,11 @@ def test_incompatible_checkpoint_names_the_parameter(saved):
   trainer = tiny_trainer(saved, model=wider, train_steps=8)
   with pytest.raises(CheckpointError, match=r"mlp_in.*kernel|does not match"):
     trainer.init_or_restore()
+
+
+def test_relative_checkpoint_dir_is_made_absolute(tmp_path, monkeypatch):
+  monkeypatch.chdir(tmp_path)
+  trainer = tiny_trainer("runs/rel", train_steps=2, save_every=2)
+  trainer.fit(tiny_batches())
+  assert str(trainer.checkpointer.directory) == str(tmp_path / "runs" / "rel" / "checkpoints")
+  assert trainer.checkpointer.all_steps() == [2]

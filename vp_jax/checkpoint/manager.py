@@ -28,6 +28,8 @@ class Checkpointer:
 
   def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3, keep_period: int | None = None, async_save: bool = True,
                create: bool = True):
+    if "://" not in str(directory):   # local paths: Orbax requires them absolute
+      directory = os.path.abspath(directory)
     self.directory = epath.Path(directory)
     if not create and not self.directory.exists():
       raise CheckpointError(f"Checkpoint directory {self.directory} does not exist.")
