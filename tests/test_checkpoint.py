@@ -14,6 +14,7 @@ def test_missing_checkpoint_dir_is_a_clear_error(tmp_path):
   empty = Checkpointer(tmp_path / "empty")
   with pytest.raises(CheckpointError, match="No committed checkpoint in"):
     empty.restore(abstract_state={})
+  empty.close()
 
 
 @pytest.fixture
@@ -57,3 +58,10 @@ def test_relative_checkpoint_dir_is_made_absolute(tmp_path, monkeypatch):
   trainer.fit(tiny_batches())
   assert str(trainer.checkpointer.directory) == str(tmp_path / "runs" / "rel" / "checkpoints")
   assert trainer.checkpointer.all_steps() == [2]
+
+
+def test_keep_newest_n_plus_every_kth(tmp_path):
+  trainer = tiny_trainer(tmp_path, train_steps=12, save_every=2, keep_checkpoints=2,
+                         keep_period=4, async_checkpointing=False)
+  trainer.fit(tiny_batches())
+  assert trainer.checkpointer.all_steps() == [4, 8, 10, 12]
