@@ -8,7 +8,7 @@ sides in one run so the figure is reproducible anywhere (CPU, GPU, TPU):
      over a few sizes, after warm-up, best of several repetitions;
   2. model FLOP/s: `ToyLMConfig.flops_per_token(seq_len)` (6 x matmul parameters + 12 x layers x
      length x width) x batch x length / step time, where the step is the trainer's own jitted
-     `_train_step` (sharded state, donated buffers, AdamW, non-finite checks) on a data-parallel
+     `Trainer.step` (sharded state, donated buffers, AdamW, non-finite checks) on a data-parallel
      mesh over all local devices; MFU = model FLOP/s / peak.
 
 The step is timed directly (not `Trainer.fit`, whose logging and checkpoint logic would blur the
@@ -110,17 +110,17 @@ def measure_train_step(preset: str | ToyLMConfig = "bench", batch_size: int = 8,
   it = synthetic_lm_batches(batch_size, seq_len, cfg.vocab_size)
   state = trainer.init_or_restore()
   times = []
-  with trainer._context():
+  t0 = time.perf_counter()
+  for _ in range(WARMUP_STEPS):
+    state, metrics = trainer.step(state, next(it))
+    jax.block_until_ready((state, metrics))
+  compile_s = time.perf_counter() - t0
+  for _ in range(steps):
+    batch = next(it)                     # host-side batch generation is not timed
     t0 = time.perf_counter()
-    for _ in range(WARMUP_STEPS):
-      state, metrics = trainer._train_step(state, trainer._device_batch(next(it)))
-      jax.block_until_ready((state, metrics))
-    compile_s = time.perf_counter() - t0
-    for _ in range(steps):
-      t0 = time.perf_counter()
-      state, metrics = trainer._train_step(state, trainer._device_batch(next(it)))
-      jax.block_until_ready((state, metrics))
-      times.append(time.perf_counter() - t0)
+    state, metrics = trainer.step(state, batch)
+    jax.block_until_ready((state, metrics))
+    times.append(time.perf_counter() - t0)
   return {**step_figures(cfg, batch_size, seq_len, times),
           "dtype": dtype, "devices": trainer.mesh.size, "warmup_s": compile_s,
           "final_loss": float(jax.device_get(metrics["loss"]))}

@@ -173,7 +173,7 @@ def test_periodic_eval_writes_metrics(tmp_path):
   result = tiny_trainer(tmp_path, eval_every=4, eval_batches=2).fit(
       tiny_batches(), eval_iter_fn=lambda: tiny_batches(seed=99))
   assert sorted(result.eval_metrics) == [4, 8, 12]
-  assert result.eval_metrics[12]["loss"] < result.eval_metrics[4]["loss"] + 0.5
+  assert result.eval_metrics[12]["loss"] < result.eval_metrics[4]["loss"]   # it learned
   assert set(result.eval_metrics[4]) >= {"loss", "accuracy"}
   assert any(p.name.startswith("events.out.tfevents") for p in (tmp_path / "tensorboard").iterdir())
 

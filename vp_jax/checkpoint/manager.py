@@ -26,8 +26,8 @@ class CheckpointError(RuntimeError):
 class Checkpointer:
   """Saves and restores `TrainState` plus the data iterator state under `directory`."""
 
-  def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3, keep_period: int | None = None, async_save: bool = True,
-               create: bool = True):
+  def __init__(self, directory: str | os.PathLike, *, keep: int | None = 3,
+               keep_period: int | None = None, async_save: bool = True, create: bool = True):
     if "://" not in str(directory):   # local paths: Orbax requires them absolute
       directory = os.path.abspath(directory)
     self.directory = epath.Path(directory)
