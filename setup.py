@@ -21,10 +21,18 @@ INSTALL_REQUIRES = [
     "gin-config==0.5.0",
     "sentencepiece==0.2.3",
     "numpy==2.4.6",
+    # Media I/O: PyAV (bundled FFmpeg) decodes/encodes video and audio (mp4/webm/mov/gif), soundfile
+    # reads/writes wav, Pillow writes PNG/GIF, scipy does polyphase resampling.
+    "av==18.1.0",
+    "soundfile==0.14.0",
+    "pillow==13.0.0",
+    "scipy==1.17.1",
 ]
 
 EXTRAS_REQUIRE = {
-    "test": ["pytest==9.2.0"],
+    # Tests include numerical parity against PyTorch references (HF transformers' T5). torch 2.13.0
+    # is the CPU build (a local wheel on these machines); a looser pin pulls GBs of CUDA packages.
+    "test": ["pytest==9.2.0", "torch==2.13.0", "transformers==5.23.0", "safetensors==0.8.0"],
     # TPU runtime: jax 0.10.2 requires libtpu 0.0.42.*. Not in the default install: with libtpu
     # present jax prints TPU warnings at every start.
     "tpu": ["jax[tpu]==0.10.2"],
