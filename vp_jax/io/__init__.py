@@ -1,0 +1,1 @@
+"""Reading and writing media files (audio here; video in `video.py`)."""
