@@ -45,11 +45,15 @@ class RMSNorm(nnx.Module):
 class Embed(nnx.Module):
   """Token embedding table [vocab, embed]; `attend` computes logits against it (weight tying)."""
 
-  def __init__(self, vocab_size: int, features: int, *, dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(self, vocab_size: int, features: int, *, dtype=jnp.float32, init_std: float = 1.0,
+               rngs: nnx.Rngs):
     self.embedding = nnx.Param(nnx.with_partitioning(
-        nnx.initializers.normal(stddev=1.0), ("vocab", "embed"))(
+        nnx.initializers.normal(stddev=init_std), ("vocab", "embed"))(
             rngs.params(), (vocab_size, features), jnp.float32))
     self.dtype = dtype
 
   def __call__(self, ids: jax.Array) -> jax.Array:  # [B, L] -> [B, L, D]
     return jnp.take(self.embedding[...], ids, axis=0).astype(self.dtype)
+
+  def attend(self, x: jax.Array) -> jax.Array:  # [..., D] -> [..., V] logits against the table
+    return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding[...].astype(self.dtype))

@@ -1,0 +1,1 @@
+"""Generation: KV-cache sampling with classifier-free guidance over the task layouts."""

@@ -1,0 +1,1 @@
+"""The VideoPoet prefix LM: config and presets, attention with a KV cache, the model."""

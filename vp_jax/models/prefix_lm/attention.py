@@ -1,0 +1,67 @@
+"""Multi-head / grouped-query self-attention with rotary positions and an optional KV cache.
+
+One implementation serves training (keys are the sequence itself), prefill (the same, returning
+the keys and values to cache) and decoding (one new token attends to the cache). Which keys a query
+sees is a boolean mask built by the caller: the prefix LM mask in training and prefill, "cached and
+valid" while decoding.
+"""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from vp_jax.nn import layers
+from vp_jax.nn.rotary import apply_rotary
+from vp_jax.parallel.sharding import constrain
+
+from vp_jax.models.prefix_lm.config import PrefixLMConfig
+
+NEG_INF = -1e30
+
+
+def prefix_lm_mask(length: int, prefix_length: jax.Array, key_valid: jax.Array) -> jax.Array:
+  """[B, L, L] bool: query i sees key j if j is valid and (j <= i or j is in the prefix).
+
+  prefix_length int [B]; key_valid bool [B, L] (False for padding and masked text slots)."""
+  i = jnp.arange(length)[:, None]
+  j = jnp.arange(length)[None, :]
+  visible = (j <= i)[None] | (j[None] < prefix_length[:, None, None])
+  # A query whose every key is masked (only possible for an invalid position) still sees itself,
+  # so softmax stays finite; its output is never used.
+  return (visible & key_valid[:, None, :]) | (i == j)[None]
+
+
+class Attention(nnx.Module):
+  def __init__(self, cfg: PrefixLMConfig, *, rngs: nnx.Rngs):
+    d, h, g, k = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.rope_dim
+    init = layers.default_kernel_init
+    self.cfg = cfg
+    self.query = nnx.Param(nnx.with_partitioning(init, ("embed", "heads", "kv"))(
+        rngs.params(), (d, h, k), jnp.float32))
+    self.key_value = nnx.Param(nnx.with_partitioning(init, ("embed", None, "heads", "kv"))(
+        rngs.params(), (d, 2, g, k), jnp.float32))
+    self.out = nnx.Param(nnx.with_partitioning(init, ("heads", "kv", "embed"))(
+        rngs.params(), (h, k, d), jnp.float32))
+
+  def project(self, x: jax.Array, positions: jax.Array):
+    """x [B, L, D] -> q [B, L, H, K], k and v [B, L, G, K] (rotary applied to q and k)."""
+    dt = x.dtype
+    q = jnp.einsum("bld,dhk->blhk", x, self.query[...].astype(dt))
+    kv = jnp.einsum("bld,dtgk->tblgk", x, self.key_value[...].astype(dt))
+    q = apply_rotary(q, positions, self.cfg.rope_base)
+    k = apply_rotary(kv[0], positions, self.cfg.rope_base)
+    q = constrain(q, ("batch", "length", "act_heads", None))
+    return q, k, kv[1]
+
+  def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
+    """q [B, L, H, K] over keys/values [B, S, G, K] with mask [B, L, S] -> [B, L, D]."""
+    b, l, h, kd = q.shape
+    g = k.shape[2]
+    qg = q.reshape(b, l, g, h // g, kd)
+    logits = jnp.einsum("blgrk,bsgk->bgrls", qg, k).astype(jnp.float32) * kd ** -0.5
+    logits = jnp.where(mask[:, None, None], logits, NEG_INF)
+    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
+    out = jnp.einsum("bgrls,bsgk->blgrk", probs, v).reshape(b, l, h, kd)
+    out = constrain(out, ("batch", "length", "act_heads", None))
+    return jnp.einsum("blhk,hkd->bld", out, self.out[...].astype(q.dtype))

@@ -1,0 +1,1 @@
+"""The unified token vocabulary and the per-task sequence layouts of the VideoPoet LM."""
