@@ -4,8 +4,9 @@ The prefix (task inputs, format tokens, the first output's begin token) is run o
 bidirectionally (`PrefixLM.prefill`); each output token then costs one `decode_step` over the
 cache. At output position i only ids in [lo[i], hi[i]) may be sampled (from `Layout.legal_ranges`:
 visual ids inside a video output, the right RVQ level's range inside audio, the exact id at
-special positions); a row stops after it emits one of the layout's stop tokens (later positions
-are PAD), and the loop ends when every row has stopped or the layout's length is reached.
+special positions); a row stops after it emits one of the layout's stop tokens (its later positions
+get the layout's forced tokens, such as `<eos>` after `<eov_o>`, or PAD), and the loop ends when
+every row has stopped or the layout's length is reached.
 
 Classifier-free guidance runs the conditional and the unconditional rows in one batch: the
 unconditional copy of each row has its text slots masked out (the same "dropped condition" the
@@ -25,7 +26,7 @@ import numpy as np
 from flax import nnx
 
 from vp_jax.parallel.rules import LogicalRules
-from vp_jax.parallel.sharding import batch_sharding
+from vp_jax.parallel.sharding import batch_sharding, state_shardings
 from vp_jax.sequence.layout import Layout
 from vp_jax.sequence.vocab import Special
 
@@ -72,6 +73,8 @@ def _sample_loop(graphdef, state, prefix, text, text_mask, lo, hi, stop_tokens, 
   model = nnx.merge(graphdef, state)
   b = prefix.shape[0]
   n = lo.shape[0]
+  # What a finished row holds: the layout's forced tokens (e.g. `<eos>` after `<eov_o>`), else PAD.
+  closing = jnp.where(hi - lo == 1, lo, Special.PAD).astype(jnp.int32)        # [N]
   if guided:
     prefix = jnp.concatenate([prefix, prefix])
     if text is not None:
@@ -95,14 +98,14 @@ def _sample_loop(graphdef, state, prefix, text, text_mask, lo, hi, stop_tokens, 
       token = jnp.argmax(filtered, axis=-1).astype(jnp.int32)
     else:
       token = jax.random.categorical(jax.random.fold_in(key, i), filtered).astype(jnp.int32)
-    token = jnp.where(done, Special.PAD, token)
+    token = jnp.where(done, closing[i], token)
     done = done | jnp.isin(token, stop_tokens)
     out = jax.lax.dynamic_update_slice(out, token[:, None], (0, i))
     step_token = jnp.concatenate([token, token]) if guided else token
     logits, cache = model.decode_step(step_token, cache)
     return i + 1, logits, cache, done, out
 
-  out = jnp.full((b, n), Special.PAD, jnp.int32)
+  out = jnp.broadcast_to(closing, (b, n))
   carry = (jnp.asarray(0), logits, cache, jnp.zeros((b,), bool), out)
   i, _, _, _, out = jax.lax.while_loop(cond, body, carry)
   return out, i
@@ -113,8 +116,13 @@ class Sampler:
   axes of `mesh`, parameters as the model's own shardings)."""
 
   def __init__(self, model: nnx.Module, mesh: jax.sharding.Mesh, rules: LogicalRules):
-    self.graphdef, self.state = nnx.split(model)
+    self.graphdef, state = nnx.split(model)
     self.mesh, self.rules = mesh, rules
+    # Place the parameters as training does (their logical axes under `rules`), so a model built
+    # or restored anywhere samples on this mesh.
+    pure = jax.device_put(nnx.to_pure_dict(state), state_shardings(state, rules, mesh))
+    nnx.replace_by_pure_dict(state, pure)
+    self.state = state
     self._jitted = jax.jit(
         functools.partial(_sample_loop, self.graphdef),
         static_argnames=("top_k", "guided", "greedy"))
@@ -123,7 +131,7 @@ class Sampler:
              config: SamplingConfig = SamplingConfig(), text: np.ndarray | None = None,
              text_mask: np.ndarray | None = None) -> np.ndarray:
     """prefix int [B, P] (from `layout.prefix`, P = layout.prefix_length) -> the full sequences
-    int32 [B, L]: prefix + sampled outputs (PAD after a row stopped)."""
+    int32 [B, L]: prefix + sampled outputs (after a row stopped: forced tokens or PAD)."""
     prefix = np.asarray(prefix, np.int32)
     if prefix.ndim != 2 or prefix.shape[1] != layout.prefix_length:
       raise ValueError(f"Sampler: prefix must be [B, {layout.prefix_length}] for "

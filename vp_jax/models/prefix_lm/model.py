@@ -188,7 +188,9 @@ class PrefixLM(nnx.Module):
     hidden, ((k, v), valid) = self._forward(tokens, jnp.full((b,), p, jnp.int32), text, text_mask,
                                             None, keep_kv=True)
     pad = ((0, 0), (0, 0), (0, cache_length - p), (0, 0), (0, 0))
-    cache = {"k": jnp.pad(k, pad), "v": jnp.pad(v, pad),                     # [N, B, S, G, K]
+    cache_axes = (None, "batch", None, None, None)
+    cache = {"k": constrain(jnp.pad(k, pad), cache_axes),                   # [N, B, S, G, K]
+             "v": constrain(jnp.pad(v, pad), cache_axes),
              "key_valid": jnp.pad(valid, ((0, 0), (0, cache_length - p))),   # [B, S]
              "index": jnp.asarray(p, jnp.int32)}
     logits = self.project_logits(hidden[:, -1]).astype(jnp.float32)          # [B, V]
