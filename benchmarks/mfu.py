@@ -6,8 +6,9 @@ sides in one run so the figure is reproducible anywhere (CPU, GPU, TPU):
 
   1. peak: the best GFLOP/s of a jitted float32 `jnp.dot` of square n x n matrices (FLOPs = 2 n^3),
      over a few sizes, after warm-up, best of several repetitions;
-  2. model FLOP/s: `ToyLMConfig.flops_per_token(seq_len)` (6 x matmul parameters + 12 x layers x
-     length x width) x batch x length / step time, where the step is the trainer's own jitted
+  2. model FLOP/s: `config.flops_per_token(seq_len)` (6 x matmul parameters, the output layer
+     included, + 12 x layers x length x width for attention) x batch x length / step time, where
+     the step is the trainer's own jitted
      `Trainer.step` (sharded state, donated buffers, AdamW, non-finite checks) on a data-parallel
      mesh over all local devices; MFU = model FLOP/s / peak.
 
@@ -19,6 +20,10 @@ Run:
   python benchmarks/mfu.py                       # `make bench` calls this; float32, preset "bench"
   python benchmarks/mfu.py --dtype bfloat16      # bf16 compute (fp32 master weights)
   python benchmarks/mfu.py --preset tiny --steps 5 --batch_size 8 --seq_len 32
+  python benchmarks/mfu.py --model prefix_lm     # the VideoPoet prefix LM, preset "bench", 512 tokens
+
+For the prefix LM, the chunked loss recomputes each chunk's logits in the backward pass; that
+recomputation is not counted as model FLOPs (it is the cost of never holding [B, L, V] logits).
 """
 from __future__ import annotations
 
@@ -31,9 +36,14 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from vp_jax.data.iterators import synthetic_lm_batches
+from vp_jax.data.iterators import IndexedBatchIterator, synthetic_lm_batches
+from vp_jax.models.prefix_lm.config import PRESETS as PREFIX_LM_PRESETS
+from vp_jax.models.prefix_lm.config import PrefixLMConfig
+from vp_jax.models.prefix_lm.model import PrefixLM
 from vp_jax.models.toy_lm import PRESETS, ToyLM, ToyLMConfig
+from vp_jax.sequence.vocab import Special
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import DEFAULT_RULES
 from vp_jax.train.optim import OptimizerConfig
@@ -80,34 +90,69 @@ def measure_matmul_peak(sizes: Sequence[int] = DEFAULT_SIZES, repeats: int = 5,
   return best_gflops
 
 
-def resolve_config(preset: str | ToyLMConfig, dtype: str) -> ToyLMConfig:
-  cfg = PRESETS[preset] if isinstance(preset, str) else preset
+def prefix_lm_batches(cfg: PrefixLMConfig, batch_size: int, seq_len: int,
+                      seed: int = 0) -> IndexedBatchIterator:
+  """PrefixLM batches of exactly `seq_len` tokens: <bos>, 64 text slots, then random visual ids;
+  the first half is the prefix, the second half the outputs (the loss covers them)."""
+  lo, hi = cfg.vocab.visual_range()
+  text_len = min(64, seq_len // 4)
+
+  def make_batch(index: int):
+    rng = np.random.default_rng([seed, index])
+    tokens = rng.integers(lo, hi, (batch_size, seq_len)).astype(np.int32)
+    tokens[:, 0] = Special.BOS
+    tokens[:, 1:1 + text_len] = Special.TEXT_SLOT
+    prefix = seq_len // 2
+    return {"tokens": tokens, "prefix_length": np.full((batch_size,), prefix, np.int32),
+            "loss_mask": np.broadcast_to(np.arange(seq_len) >= prefix, (batch_size, seq_len)),
+            "text_embeddings": rng.normal(size=(batch_size, text_len, cfg.text_dim)
+                                          ).astype(np.float32),
+            "text_mask": np.ones((batch_size, text_len), bool)}
+
+  return IndexedBatchIterator(make_batch)
+
+
+# Model kinds this benchmark can time: presets, module class, default length, batches.
+MODELS = {
+    "toy_lm": (PRESETS, ToyLM, lambda cfg: cfg.max_len,
+               lambda cfg, b, l: synthetic_lm_batches(b, l, cfg.vocab_size)),
+    "prefix_lm": (PREFIX_LM_PRESETS, PrefixLM, lambda cfg: 512, prefix_lm_batches),
+}
+
+
+def resolve_config(preset, dtype: str, model: str = "toy_lm"):
+  cfg = MODELS[model][0][preset] if isinstance(preset, str) else preset
   return dataclasses.replace(cfg, dtype=dtype)
 
 
-def build_trainer(cfg: ToyLMConfig, dtype: str, steps: int, mesh=None) -> Trainer:
+def build_trainer(cfg, dtype: str, steps: int, mesh=None) -> Trainer:
   """The project's Trainer over a data-parallel mesh of all local devices (or `mesh`)."""
   config = TrainerConfig(
       train_steps=steps + WARMUP_STEPS, progress=False, log_every=max(steps + WARMUP_STEPS, 1),
       compute_dtype=dtype,
       optimizers={"model": OptimizerConfig(learning_rate=1e-3, warmup_steps=0)})
   mesh = make_mesh(MeshConfig()) if mesh is None else mesh
-  return Trainer(lambda rngs: ToyLM(cfg, rngs=rngs), config, mesh, DEFAULT_RULES, workdir=None)
+  module = ToyLM if isinstance(cfg, ToyLMConfig) else PrefixLM
+  return Trainer(lambda rngs: module(cfg, rngs=rngs), config, mesh, DEFAULT_RULES, workdir=None)
 
 
-def measure_train_step(preset: str | ToyLMConfig = "bench", batch_size: int = 8,
-                       seq_len: int | None = None, steps: int = 10, dtype: str = "float32",
-                       mesh=None) -> dict:
+def measure_train_step(preset="bench", batch_size: int = 8, seq_len: int | None = None,
+                       steps: int = 10, dtype: str = "float32", mesh=None,
+                       model: str = "toy_lm") -> dict:
   """Times the trainer's jitted train step; returns step time, tokens/s and model FLOP/s.
 
-  `preset` is a name in `PRESETS` or a ToyLMConfig; `seq_len` defaults to the config's max_len.
+  `preset` is a preset name of `model` (a key of MODELS) or a config; `seq_len` defaults to the
+  model kind's default (ToyLM: max_len; PrefixLM: 512).
   """
   if steps < 1:
     raise ValueError(f"measure_train_step: steps={steps} must be >= 1.")
-  cfg = resolve_config(preset, dtype)
-  seq_len = cfg.max_len if seq_len is None else seq_len
+  if not isinstance(preset, str):
+    model = "toy_lm" if isinstance(preset, ToyLMConfig) else "prefix_lm"
+  cfg = resolve_config(preset, dtype, model)
+  _, _, default_len, make_batches = MODELS[model]
+  seq_len = default_len(cfg) if seq_len is None else seq_len
   trainer = build_trainer(cfg, dtype, steps, mesh)
-  it = synthetic_lm_batches(batch_size, seq_len, cfg.vocab_size)
+  it = make_batches(cfg, batch_size, seq_len)
   state = trainer.init_or_restore()
   times = []
   t0 = time.perf_counter()
@@ -143,9 +188,12 @@ def step_figures(cfg: ToyLMConfig, batch_size: int, seq_len: int,
 
 def main(argv: Sequence[str] | None = None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  p.add_argument("--preset", default="bench", choices=sorted(PRESETS))
+  p.add_argument("--model", default="toy_lm", choices=sorted(MODELS))
+  p.add_argument("--preset", default="bench",
+                 help="a preset of --model (toy_lm: tiny, bench; prefix_lm: tiny, cpu, bench, ...)")
   p.add_argument("--batch_size", type=int, default=8)
-  p.add_argument("--seq_len", type=int, default=None, help="default: the preset's max_len")
+  p.add_argument("--seq_len", type=int, default=None,
+                 help="default: ToyLM the preset's max_len, PrefixLM 512")
   p.add_argument("--steps", type=int, default=10, help="timed steps (after 2 warm-up steps)")
   p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
   p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
@@ -163,10 +211,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     print(f"  {n:>6}  {seconds * 1e3:>14.2f}  {gflops:>9.1f}")
   print(f"  peak: {peak:.1f} GFLOP/s")
 
-  r = measure_train_step(args.preset, args.batch_size, args.seq_len, args.steps, args.dtype)
+  if args.preset not in MODELS[args.model][0]:
+    p.error(f"--preset {args.preset!r} is not a {args.model} preset: "
+            f"{sorted(MODELS[args.model][0])}")
+  r = measure_train_step(args.preset, args.batch_size, args.seq_len, args.steps, args.dtype,
+                         model=args.model)
   cfg = r["config"]
   mfu = r["model_flops_per_s"] / (peak * 1e9)
-  print(f"\ntrain step: ToyLM preset {args.preset!r} (layers={cfg.num_layers}, "
+  print(f"\ntrain step: {type(cfg).__name__} preset {args.preset!r} (layers={cfg.num_layers}, "
         f"width={cfg.embed_dim}, mlp={cfg.mlp_dim}, vocab={cfg.vocab_size}), dtype {r['dtype']}, "
         f"batch {r['batch_size']} x len {r['seq_len']}, {r['devices']} device(s), "
         f"{r['steps']} timed steps")

@@ -76,8 +76,8 @@ class Block(nnx.Module):
   def __call__(self, x: jax.Array, key: jax.Array | None) -> jax.Array:  # [B, L, D]
     cfg, dt = self.cfg, DTYPES[self.cfg.dtype]
     h = self.attn_norm(x)
-    qkv = jnp.einsum("bld,dthk->tblhk", h, self.qkv[...].astype(dt))  # [3, B, L, H, K]
-    q, k, v = qkv[0], qkv[1], qkv[2]
+    qkv = jnp.einsum("bld,dthk->blthk", h, self.qkv[...].astype(dt))  # [B, L, 3, H, K]
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
     q = constrain(q, ("batch", "length", "act_heads", None))
     length = x.shape[1]
     logits = jnp.einsum("bqhk,bshk->bhqs", q, k).astype(jnp.float32) / jnp.sqrt(cfg.head_dim)

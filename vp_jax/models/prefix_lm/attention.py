@@ -48,11 +48,11 @@ class Attention(nnx.Module):
     """x [B, L, D] -> q [B, L, H, K], k and v [B, L, G, K] (rotary applied to q and k)."""
     dt = x.dtype
     q = jnp.einsum("bld,dhk->blhk", x, self.query[...].astype(dt))
-    kv = jnp.einsum("bld,dtgk->tblgk", x, self.key_value[...].astype(dt))
+    kv = jnp.einsum("bld,dtgk->bltgk", x, self.key_value[...].astype(dt))       # [B, L, 2, G, K]
     q = apply_rotary(q, positions, self.cfg.rope_base)
-    k = apply_rotary(kv[0], positions, self.cfg.rope_base)
+    k = apply_rotary(kv[:, :, 0], positions, self.cfg.rope_base)
     q = constrain(q, ("batch", "length", "act_heads", None))
-    return q, k, kv[1]
+    return q, k, kv[:, :, 1]
 
   def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
     """q [B, L, H, K] over keys/values [B, S, G, K] with mask [B, L, S] -> [B, L, D]."""
