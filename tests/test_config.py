@@ -33,6 +33,18 @@ def test_demo_config_resolves_macros():
   gin.clear_config()
 
 
+def test_prefix_lm_gin_file_builds_the_named_preset_with_overrides():
+  from vp_jax.config import configurables
+  _configure("PREFIX_LM_PRESET = '1b'", "vp_jax.prefix_lm_preset.z_loss = 1e-4",
+             files=("models/prefix_lm.gin",))
+  with gin.config_scope(None):
+    cfg = configurables.prefix_lm_preset()
+  assert cfg.embed_dim == 1536 and cfg.num_layers == 20 and cfg.z_loss == 1e-4
+  gin.clear_config()
+  with pytest.raises(ValueError, match="Unknown PrefixLM preset '2b'"):
+    configurables.prefix_lm_preset("2b")
+
+
 @pytest.mark.parametrize("binding,match", [
     ("vp_jax.TrainerConfig.trian_steps = 3", "trian_steps"),
     ("vp_jax.TrainConfig.train_steps = 3", "vp_jax.TrainConfig"),

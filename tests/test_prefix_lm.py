@@ -214,6 +214,6 @@ def test_8b_sharded_train_step_lowers_on_8_devices_with_fsdp():
   with jax.set_mesh(mesh), nnx.logical_axis_rules(DEFAULT_RULES):
     lowered = trainer._train_step.lower(state, batch)
   assert "mhlo.num_partitions = 8" in lowered.as_text()
-  mlp_in = state.params["layers"]["mlp_in"]            # [layers, embed, 2, mlp]
-  assert mlp_in.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", None, "tensor")
-  assert mlp_in.sharding.shard_shape(mlp_in.shape) == (32, 512, 2, 14336)
+  gate = state.params["layers"]["mlp_gate"]["kernel"]    # [layers, embed, mlp]
+  assert gate.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
+  assert gate.sharding.shard_shape(gate.shape) == (32, 512, 14336)

@@ -6,13 +6,17 @@ import dataclasses
 
 import gin
 
+from vp_jax.generate.sampling import SamplingConfig
 from vp_jax.models import toy_lm
+from vp_jax.models.prefix_lm import config as prefix_lm_config
 from vp_jax.parallel.mesh import MeshConfig
+from vp_jax.sequence.vocab import Vocabulary
 from vp_jax.train.optim import OptimizerConfig
 from vp_jax.train.run import train as _train
 from vp_jax.train.trainer import TrainerConfig
 
-for _cls in (MeshConfig, OptimizerConfig, TrainerConfig, toy_lm.ToyLMConfig):
+for _cls in (MeshConfig, OptimizerConfig, TrainerConfig, toy_lm.ToyLMConfig,
+             prefix_lm_config.PrefixLMConfig, Vocabulary, SamplingConfig):
   gin.external_configurable(_cls, module="vp_jax")
 
 
@@ -22,6 +26,12 @@ def toy_lm_preset(name: str = "tiny", **overrides) -> toy_lm.ToyLMConfig:
   if name not in toy_lm.PRESETS:
     raise ValueError(f"toy_lm_preset: unknown preset {name!r}; known: {sorted(toy_lm.PRESETS)}.")
   return dataclasses.replace(toy_lm.PRESETS[name], **overrides)
+
+
+@gin.configurable(module="vp_jax")
+def prefix_lm_preset(name: str = "cpu", **overrides) -> prefix_lm_config.PrefixLMConfig:
+  """A named PrefixLMConfig preset (tiny, cpu, bench, 300m, 1b, 8b) with field overrides."""
+  return prefix_lm_config.preset(name, **overrides)
 
 
 train = gin.external_configurable(_train, name="train")

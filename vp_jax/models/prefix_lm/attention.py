@@ -33,35 +33,42 @@ def prefix_lm_mask(length: int, prefix_length: jax.Array, key_valid: jax.Array) 
 
 
 class Attention(nnx.Module):
+  """Keys and values are kept as [B, G, S, K] (kv-head major), the layout XLA's batched dot wants,
+  so attending to a long KV cache never transposes it."""
+
   def __init__(self, cfg: PrefixLMConfig, *, rngs: nnx.Rngs):
     d, h, g, k = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.rope_dim
     init = layers.default_kernel_init
     self.cfg = cfg
     self.query = nnx.Param(nnx.with_partitioning(init, ("embed", "heads", "kv"))(
         rngs.params(), (d, h, k), jnp.float32))
-    self.key_value = nnx.Param(nnx.with_partitioning(init, ("embed", None, "heads", "kv"))(
-        rngs.params(), (d, 2, g, k), jnp.float32))
+    self.key = nnx.Param(nnx.with_partitioning(init, ("embed", "heads", "kv"))(
+        rngs.params(), (d, g, k), jnp.float32))
+    self.value = nnx.Param(nnx.with_partitioning(init, ("embed", "heads", "kv"))(
+        rngs.params(), (d, g, k), jnp.float32))
     self.out = nnx.Param(nnx.with_partitioning(init, ("heads", "kv", "embed"))(
         rngs.params(), (h, k, d), jnp.float32))
 
   def project(self, x: jax.Array, positions: jax.Array):
-    """x [B, L, D] -> q [B, L, H, K], k and v [B, L, G, K] (rotary applied to q and k)."""
+    """x [B, L, D] -> q [B, L, H, K]; k and v [B, G, L, K] (rotary applied to q and k)."""
     dt = x.dtype
     q = jnp.einsum("bld,dhk->blhk", x, self.query[...].astype(dt))
-    kv = jnp.einsum("bld,dtgk->bltgk", x, self.key_value[...].astype(dt))       # [B, L, 2, G, K]
+    k = jnp.einsum("bld,dgk->blgk", x, self.key[...].astype(dt))
+    v = jnp.einsum("bld,dgk->bglk", x, self.value[...].astype(dt))
     q = apply_rotary(q, positions, self.cfg.rope_base)
-    k = apply_rotary(kv[:, :, 0], positions, self.cfg.rope_base)
+    k = jnp.swapaxes(apply_rotary(k, positions, self.cfg.rope_base), 1, 2)
     q = constrain(q, ("batch", "length", "act_heads", None))
-    return q, k, kv[:, :, 1]
+    return q, k, v
 
   def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """q [B, L, H, K] over keys/values [B, S, G, K] with mask [B, L, S] -> [B, L, D]."""
+    """q [B, L, H, K] over keys/values [B, G, S, K] with mask [B, L, S] -> [B, L, D]."""
     b, l, h, kd = q.shape
-    g = k.shape[2]
+    g = k.shape[1]
     qg = q.reshape(b, l, g, h // g, kd)
-    logits = jnp.einsum("blgrk,bsgk->bgrls", qg, k).astype(jnp.float32) * kd ** -0.5
-    logits = jnp.where(mask[:, None, None], logits, NEG_INF)
+    logits = jnp.einsum("blgrk,bgsk->bglrs", qg, k).astype(jnp.float32) * kd ** -0.5
+    logits = jnp.where(mask[:, None, :, None, :], logits, NEG_INF)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bgrls,bsgk->blgrk", probs, v).reshape(b, l, h, kd)
+    out = jnp.einsum("bglrs,bgsk->bglrk", probs, v)                        # [B, G, L, R, K]
+    out = jnp.moveaxis(out, 1, 2).reshape(b, l, h, kd)
     out = constrain(out, ("batch", "length", "act_heads", None))
     return jnp.einsum("blhk,hkd->bld", out, self.out[...].astype(q.dtype))
