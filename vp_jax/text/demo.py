@@ -27,7 +27,7 @@ from vp_jax.text.encoder import TextEncoder
 from vp_jax.text.model import init_params
 from vp_jax.text.tokenizer import Tokenizer
 
-DEMO_SPM_VOCAB = 512
+DEMO_SPM_VOCAB = 640  # 256 byte pieces + 3 specials + merges that make every caption word one piece
 DEMO_SEED = 0
 
 
