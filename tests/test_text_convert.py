@@ -1,5 +1,6 @@
-"""Checkpoint conversion: parity with HF transformers' PyTorch T5EncoderModel (safetensors and a torch
-state dict), a T5X checkpoint (msgpack + TensorStore, and Orbax), clear errors for bad checkpoints.
+"""Checkpoint conversion: parity with HF transformers' PyTorch T5EncoderModel (safetensors and a
+torch state dict), a T5X checkpoint (msgpack + TensorStore, and Orbax), clear errors for bad
+checkpoints.
 
 Tolerance: float32 last hidden states agree with PyTorch to max |diff| < 2e-5 (values are O(1);
 measured ~1.5e-6), at every position of padded batches.
@@ -226,3 +227,20 @@ def test_hf_config_json_is_read(hf):
     raw = json.load(f)
   cfg = T5EncoderConfig.from_hf_config(raw)
   assert (cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.vocab_size) == (32, 4, 8, 128)
+
+
+def test_benchmark_script_times_both_and_checks_parity():
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "text_encoder.py"
+  spec = importlib.util.spec_from_file_location("benchmarks_text_encoder", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  cfg = T5EncoderConfig(name="bench-tiny", vocab_size=640, d_model=32, num_heads=4, head_dim=8,
+                        d_ff=48, num_layers=1)
+  result = bench.run(cfg, num_texts=8, batch_size=8, repeats=1, torch_ref=True)
+  assert result["num_texts"] == 8 and result["batch_size"] == 8
+  assert result["texts_per_s"] == pytest.approx(8 / result["seconds"])
+  assert result["speed_ratio"] == pytest.approx(result["torch_seconds"] / result["seconds"])
+  assert result["max_abs_diff"] < ATOL
+  assert 9 <= result["real_tokens_per_text"] <= 16

@@ -8,10 +8,15 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from jax.sharding import PartitionSpec as P
+
+from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import DEFAULT_RULES
+from vp_jax.parallel.sharding import state_shardings
 from vp_jax.text import config as text_config
 from vp_jax.text.config import PRESETS, T5EncoderConfig, get_config
-from vp_jax.text.model import T5Encoder, apply_fn, init_params, init_stddevs, relative_position_bucket
+from vp_jax.text.model import (T5Encoder, apply_fn, init_params, init_stddevs,
+                                relative_position_bucket)
 
 TINY = T5EncoderConfig(name="tiny", vocab_size=64, d_model=32, num_heads=4, head_dim=8, d_ff=48,
                        num_layers=2)
@@ -80,6 +85,17 @@ def test_presets_match_public_t5_v1_1_sizes_and_xl_by_eval_shape():
       x, tuple)))
   assert count == xl.num_params()
   assert 1.22e9 < count < 1.23e9  # the T5-XL encoder (~1.2B; the full XL with decoder is ~3B)
+  # Its parameters shard under the default rules on an fsdp x tensor mesh of the 8 devices.
+  mesh = make_mesh(MeshConfig(data=1, fsdp=4, tensor=2))
+  shardings = state_shardings(params, DEFAULT_RULES, mesh)
+  assert shardings["layers"]["q"].spec == P(None, "fsdp", "tensor", None)
+  assert shardings["layers"]["wo"].spec == P(None, "tensor", "fsdp")
+  assert shardings["rel_bias"].spec == P(None, "tensor")
+  per_device = sum(
+      int(np.prod(sh.shard_shape(s))) * 4 for s, sh in zip(
+          jax.tree.leaves(shapes, is_leaf=lambda x: isinstance(x, tuple)),
+          jax.tree.leaves(shardings)))
+  assert per_device < 0.2 * count * 4  # ~1/8 of the 4.9 GB of float32 weights per device
   # The forward pass of XL at the paper's 64 tokens, abstractly.
   out = jax.eval_shape(lambda m, ids: m(ids), abstract, jax.ShapeDtypeStruct((2, 64), jnp.int32))
   assert out.shape == (2, 64, 2048) and out.dtype == jnp.float32

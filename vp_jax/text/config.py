@@ -50,7 +50,7 @@ class T5EncoderConfig:
     return self.num_heads * self.head_dim
 
   def num_params(self) -> int:
-    """Encoder parameters: embedding + layers (q,k,v,o, wi_0, wi_1, wo, 2 norms) + rel. bias + norm."""
+    """Parameters: embedding, layers (q, k, v, o, wi_0, wi_1, wo, 2 norms), rel. bias, norm."""
     d, f = self.d_model, self.d_ff
     per_layer = 4 * d * self.inner_dim + 3 * d * f + 2 * d
     return self.vocab_size * d + self.num_layers * per_layer + self.num_buckets * self.num_heads + d

@@ -32,7 +32,7 @@ def global_shapes(cfg: T5EncoderConfig) -> dict[str, tuple[int, ...]]:
 
 
 class Reader:
-  """Named arrays of one checkpoint (lazily loaded), handed out only after their shape is checked."""
+  """Named arrays of one checkpoint (lazily loaded), handed out after their shape is checked."""
 
   def __init__(self, arrays: Mapping[str, object], where: str,
                load: Callable[[object], np.ndarray] = np.asarray):
@@ -49,7 +49,7 @@ class Reader:
     return tuple(int(s) for s in (value.shape if hasattr(value, "shape") else np.shape(value)))
 
   def get(self, key: str, shapes: Iterable[tuple[int, ...]] | tuple[int, ...]) -> np.ndarray:
-    """The array `key`, whose shape must be one of `shapes`; errors name `key` and the checkpoint."""
+    """The array `key`, whose shape must be one of `shapes`; errors name `key` and the file."""
     shapes = [tuple(shapes)] if shapes and isinstance(next(iter(shapes)), int) else [
         tuple(s) for s in shapes]
     if key not in self._arrays:
@@ -57,7 +57,8 @@ class Reader:
                     or k.split("/")[0] == key.split("/")[0])[:5]
       raise CheckpointConversionError(
           f"{self.where}: missing parameter {key!r} (expected shape {_fmt(shapes)}); "
-          f"the checkpoint has {len(self._arrays)} arrays, e.g. {near or sorted(self._arrays)[:5]}.")
+          f"the checkpoint has {len(self._arrays)} arrays, "
+          f"e.g. {near or sorted(self._arrays)[:5]}.")
     got = self.shape(key)
     if got not in shapes:
       raise CheckpointConversionError(
@@ -72,7 +73,8 @@ class Reader:
       raise CheckpointConversionError(f"{self.where}: parameter {key!r} has non-finite values.")
     return value
 
-  def check_no_extra(self, prefixes: Iterable[str], ignore: Callable[[str], bool] = lambda k: False):
+  def check_no_extra(self, prefixes: Iterable[str],
+                     ignore: Callable[[str], bool] = lambda k: False):
     """Raises if an array under `prefixes` was not consumed (e.g. more layers than the config)."""
     prefixes = tuple(prefixes)
     extra = sorted(k for k in self._arrays

@@ -102,7 +102,7 @@ class T5Layer(nnx.Module):
 
 
 class T5Encoder(nnx.Module):
-  """ids [B, L] int32 + mask [B, L] bool -> last hidden states [B, L, D] (HF `last_hidden_state`)."""
+  """ids [B, L] int32 + mask [B, L] bool -> last hidden states [B, L, D] (HF last_hidden_state)."""
 
   def __init__(self, cfg: T5EncoderConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg

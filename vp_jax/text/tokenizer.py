@@ -1,4 +1,4 @@
-"""SentencePiece tokenization for the T5 encoder: at most 64 tokens, truncation reported, padding mask.
+"""SentencePiece tokenization for the T5 encoder: <= 64 tokens, truncation reported, padding mask.
 
 T5's conventions (seqio / HF T5Tokenizer): pad id 0, EOS id 1 appended to every text, no BOS. A
 text longer than the limit keeps its first `max_length - 1` pieces followed by EOS (seqio's
