@@ -1,4 +1,4 @@
-"""TextEncoder (batched, sharded over the 8 simulated devices), EmbeddingCache and the demo encoder."""
+"""TextEncoder (batched, sharded over 8 simulated devices), EmbeddingCache and the demo encoder."""
 import dataclasses
 import os
 
@@ -33,7 +33,7 @@ def demo(demo_dir):
   return TextEncoder.load(demo_dir, batch_size=8)
 
 
-def test_demo_encoder_embeddings(demo, demo_dir):
+def test_demo_encoder_embeddings(demo, demo_dir, tmp_path):
   assert demo.config.name == "t5-demo" and demo.embed_dim == 128 and demo.max_length == 64
   out = demo.encode(TEXTS)
   assert isinstance(out, TextEmbeddings)
@@ -52,6 +52,8 @@ def test_demo_encoder_embeddings(demo, demo_dir):
   mtime = os.path.getmtime(demo_dir / "model.safetensors")
   assert build_demo_encoder(demo_dir, batch_size=8).model_id == demo.model_id
   assert os.path.getmtime(demo_dir / "model.safetensors") == mtime
+  # A fresh build elsewhere is the same encoder (deterministic SentencePiece and weights).
+  assert build_demo_encoder(tmp_path / "again").model_id == demo.model_id
 
 
 def test_sharded_batches_match_single_device(demo_dir):
@@ -140,3 +142,25 @@ def test_cache_recovers_from_corrupt_entries_and_checks_the_model(demo, tmp_path
     other.get_or_compute(TEXTS[:1], demo)
   with pytest.raises(ValueError, match="texts is empty"):
     cache.get_or_compute([], demo)
+
+
+def test_demo_embeddings_carry_the_caption_words_linearly(demo):
+  """What the LM's linear text projection needs from the frozen random demo encoder: the words."""
+  from vp_jax.text.captions import COLOURS, SHAPES
+  captions = demo_captions(num_single=400, num_pairs=0)   # "a <size> <colour> <shape> ..."
+  out = demo.encode(captions)
+
+  def probe_accuracy(features, labels, vocab):
+    y = np.array([vocab.index(w) for w in labels])
+    x = np.concatenate([features, np.ones((len(features), 1))], axis=1)
+    w = np.linalg.solve(x[:300].T @ x[:300] + 1e-2 * np.eye(x.shape[1]),
+                        x[:300].T @ np.eye(len(vocab))[y[:300]])
+    return float(((x[300:] @ w).argmax(1) == y[300:]).mean())
+
+  colours = [c.split()[2] for c in captions]
+  shapes = [c.split()[3] for c in captions]
+  assert probe_accuracy(out.embeddings[:, 2], colours, list(COLOURS)) == 1.0
+  assert probe_accuracy(out.embeddings[:, 3], shapes, list(SHAPES)) == 1.0
+  # The same probe on shuffled labels is near chance: the accuracy above is not an artifact.
+  shuffled = list(np.random.default_rng(0).permutation(colours))
+  assert probe_accuracy(out.embeddings[:, 2], shuffled, list(COLOURS)) < 0.3

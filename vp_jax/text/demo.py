@@ -80,8 +80,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                                   result.num_truncated):
     n = int(mask.sum())
     pieces = enc.vocabulary.pieces(text)
-    print(f"{text!r}: {len(pieces)} pieces, {n} tokens, truncated {int(cut)}, "
-          f"|emb| mean {float(np.linalg.norm(emb[:n], axis=-1).mean()):.3f}")
+    print(f"{text[:60]!r}: {len(pieces)} pieces -> {n} tokens (EOS included), {int(cut)} "
+          f"truncated; embeddings [{n}, {emb.shape[-1]}], first row {np.round(emb[0, :4], 3)}")
 
 
 if __name__ == "__main__":
