@@ -244,3 +244,31 @@ def test_benchmark_script_times_both_and_checks_parity():
   assert result["speed_ratio"] == pytest.approx(result["torch_seconds"] / result["seconds"])
   assert result["max_abs_diff"] < ATOL
   assert 9 <= result["real_tokens_per_text"] <= 16
+
+
+def test_sharded_hf_checkpoints_via_index_files(hf, tmp_path):
+  """Big checkpoints (google/t5-v1_1-xl) come as shards listed in an index json."""
+  arrays = convert_hf.read_arrays(hf["st_dir"])
+  names = sorted(arrays)
+  shards = {"model-00001-of-00002.safetensors": names[::2],
+            "model-00002-of-00002.safetensors": names[1::2]}
+  weight_map = {}
+  for shard, keys in shards.items():
+    safetensors_io.save(tmp_path / shard, {k: np.asarray(arrays[k]) for k in keys})
+    weight_map.update({k: shard for k in keys})
+  (tmp_path / "model.safetensors.index.json").write_text(json.dumps({"weight_map": weight_map}))
+  shutil.copy(hf["st_dir"] / "config.json", tmp_path / "config.json")
+  torch_dir = tmp_path / "torch"
+  torch_dir.mkdir()
+  shutil.copy(hf["st_dir"] / "config.json", torch_dir / "config.json")
+  for i, keys in enumerate(shards.values()):
+    torch.save({k: torch.from_numpy(np.array(arrays[k])) for k in keys},
+               torch_dir / f"pytorch_model-0000{i + 1}.bin")
+  (torch_dir / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": {
+      k: f"pytorch_model-0000{i + 1}.bin" for i, keys in enumerate(shards.values())
+      for k in keys}}))
+  _, want = convert_hf.load(hf["st_dir"])
+  for directory in (tmp_path, torch_dir):
+    _, got = convert_hf.load(directory)
+    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+      np.testing.assert_array_equal(a, b)
