@@ -32,6 +32,8 @@ from vp_jax.text.convert_common import CheckpointConversionError
 from vp_jax.text.model import T5Encoder, apply_fn
 from vp_jax.text.tokenizer import EOS_ID, Tokenizer
 
+_IN_FLIGHT = 2  # batches dispatched ahead of the host copy (bounds device memory for outputs)
+
 
 @dataclasses.dataclass(frozen=True)
 class TextEmbeddings:
@@ -199,6 +201,13 @@ class TextEncoder:
     n, length = ids.shape
     out = np.zeros((n, length, self.config.d_model), np.float32)
     bs = self.batch_size
+    pending: list[tuple[int, int, jax.Array]] = []  # dispatched batches not yet on the host
+
+    def drain(keep: int):
+      while len(pending) > keep:
+        start, rows, hidden = pending.pop(0)
+        out[start:start + rows] = _to_host(hidden)[:rows]
+
     with jax.set_mesh(self.mesh), nnx.logical_axis_rules(self.rules):
       for start in range(0, n, bs):
         chunk_ids = np.zeros((bs, length), np.int32)
@@ -206,9 +215,10 @@ class TextEncoder:
         chunk_ids[:, 0], chunk_mask[:, 0] = EOS_ID, True  # filler rows: an empty caption
         rows = min(bs, n - start)
         chunk_ids[:rows], chunk_mask[:rows] = ids[start:start + rows], mask[start:start + rows]
-        hidden = self._forward(self._params, self._to_global(chunk_ids),
-                               self._to_global(chunk_mask))
-        out[start:start + rows] = _to_host(hidden)[:rows]
+        pending.append((start, rows, self._forward(self._params, self._to_global(chunk_ids),
+                                                   self._to_global(chunk_mask))))
+        drain(_IN_FLIGHT)  # the device computes the next batches while the host copies this one
+      drain(0)
     return out
 
   def encode(self, texts: Sequence[str]) -> TextEmbeddings:
