@@ -1,4 +1,4 @@
-"""SentencePiece tokenization: T5 ids, 64-token truncation reported, padding mask; demo vocabulary."""
+"""SentencePiece tokenization: T5 ids, 64-token truncation reported, padding mask, demo vocab."""
 import io
 
 import numpy as np

@@ -114,4 +114,4 @@ def assemble(cfg: T5EncoderConfig, globals_: Mapping[str, np.ndarray],
 def _cast(x: np.ndarray, shape: tuple[int, ...], name: str, dtype: np.dtype) -> np.ndarray:
   if tuple(x.shape) != shape:  # a converter bug, not a checkpoint problem
     raise CheckpointConversionError(f"{name}: converted shape {x.shape} != {shape}.")
-  return np.ascontiguousarray(x.astype(np.float32).astype(dtype))
+  return np.ascontiguousarray(x.astype(np.float32, copy=False).astype(dtype, copy=False))

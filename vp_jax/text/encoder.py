@@ -129,7 +129,7 @@ class TextEncoder:
         raise CheckpointConversionError(f"TextEncoder: parameter {name!r} has shape "
                                         f"{tuple(np.shape(value))}, the model expects "
                                         f"{tuple(abstract.shape)}.")
-      host = np.asarray(value).astype(abstract.dtype)
+      host = np.asarray(value).astype(abstract.dtype, copy=False)  # no extra copy of XL
       placed[name] = jax.make_array_from_callback(host.shape, sh[name], lambda idx, h=host: h[idx])
     out: dict = {}
     for name, value in placed.items():
