@@ -272,3 +272,27 @@ def test_sharded_hf_checkpoints_via_index_files(hf, tmp_path):
     _, got = convert_hf.load(directory)
     for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
       np.testing.assert_array_equal(a, b)
+
+
+def test_t5x_version0_msgpack_with_split_head_kernels(hf, tmp_path):
+  """Older T5X checkpoints: no "version" (the optimizer dict at the top), every array inline;
+  attention kernels may be stored with the heads split out ([D, H, K] / [H, K, D])."""
+  from flax import serialization
+  cfg = convert_hf.read_config(hf["st_dir"])
+  flat = _t5x_arrays_from_hf(hf["state"], cfg.num_layers)
+  d, h, k = cfg.d_model, cfg.num_heads, cfg.head_dim
+  target = {}
+  for name, value in flat.items():
+    if name.endswith(("query/kernel", "key/kernel", "value/kernel")):
+      value = value.reshape(d, h, k)
+    elif name.endswith("out/kernel"):
+      value = value.reshape(h, k, d)
+    node = target
+    *parents, leaf = name.split("/")
+    for p in parents:
+      node = node.setdefault(p, {})
+    node[leaf] = np.asarray(value)
+  (tmp_path / "checkpoint").write_bytes(serialization.msgpack_serialize({"target": target}))
+  _, params = convert_t5x.load(tmp_path, cfg)
+  np.testing.assert_allclose(_hidden(cfg, params, hf["ids"], hf["mask"]), hf["ref"], atol=ATOL,
+                             rtol=0)
