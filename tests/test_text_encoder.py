@@ -164,3 +164,19 @@ def test_demo_embeddings_carry_the_caption_words_linearly(demo):
   # The same probe on shuffled labels is near chance: the accuracy above is not an artifact.
   shuffled = list(np.random.default_rng(0).permutation(colours))
   assert probe_accuracy(out.embeddings[:, 2], shuffled, list(COLOURS)) < 0.3
+
+
+def test_embed_cli_fills_the_cache(demo_dir, tmp_path):
+  from vp_jax.text import embed
+  captions = TEXTS + [TEXTS[0], " ".join(["red circle"] * 40)]
+  (tmp_path / "captions.txt").write_text("\n".join(captions) + "\n")
+  argv = ["--demo", str(demo_dir), "--captions", str(tmp_path / "captions.txt"), "--cache",
+          str(tmp_path / "cache"), "--batch_size", "8", "--chunk_size", "3"]
+  first = embed.main(argv)
+  # Chunks of 3: [0 1 2] [3 4 0] [long]; TEXTS[0] repeats in the second chunk (a cache hit).
+  assert first == embed.EmbedStats(captions=7, computed=6, cached=1, truncated=1)
+  second = embed.main(argv)
+  assert second == embed.EmbedStats(captions=7, computed=0, cached=7, truncated=1)
+  enc = build_demo_encoder(demo_dir, batch_size=8)
+  got = EmbeddingCache(tmp_path / "cache", enc.model_id).get_or_compute(captions, enc)
+  np.testing.assert_allclose(got.embeddings, enc.encode(captions).embeddings, atol=1e-6, rtol=0)
