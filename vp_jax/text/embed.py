@@ -6,7 +6,7 @@ chunks, and prints how many were computed, found and truncated at 64 tokens.
 
     python -m vp_jax.text.embed --checkpoint /data/t5-v1_1-xl --captions captions.txt \\
         --cache /data/text_cache
-    python -m vp_jax.text.embed --demo runs/demo_text --captions captions.txt --cache runs/text_cache
+    python -m vp_jax.text.embed --demo runs/demo_text --captions captions.txt --cache runs/cache
 """
 from __future__ import annotations
 
