@@ -209,3 +209,28 @@ def test_image_folder_builder(tmp_path):
   strict = ImageFolderConfig(name="i32s", source_dir=str(src), resolution="32x32")
   with pytest.raises(BadExampleError, match="broken.jpg: corrupt"):
     ImageFolder(config=strict, data_dir=str(tmp_path / "out2")).download_and_prepare()
+
+
+def test_video_writer_edge_cases_and_errors(tmp_path):
+  # Odd sizes are padded to even (yuv420p); float frames in [0, 1] are accepted.
+  frames = np.full((3, 15, 21, 3), 0.5, np.float32)
+  path = video_io.write_mp4(str(tmp_path / "odd.mp4"), frames, fps=8)
+  back, _ = video_io.read_frames(path)
+  assert back.shape == (3, 16, 22, 3) and abs(float(back.mean()) - 128) < 3
+  with pytest.raises(video_io.VideoError, match="bad.mp4: frames must be"):
+    video_io.write_mp4(str(tmp_path / "bad.mp4"), np.zeros((4, 4, 3), np.uint8))
+  (tmp_path / "junk.mp4").write_bytes(b"0" * 100)
+  with pytest.raises(video_io.VideoError, match="junk.mp4"):
+    video_io.read_frames(str(tmp_path / "junk.mp4"))
+  assert not os.path.exists(tmp_path / "bad.mp4")
+
+
+def test_read_audio_falls_back_to_pyav_for_containers(media):
+  from vp_jax.io import audio as audio_io
+  wave = audio_io.read_audio(str(media / "gray30.mp4"))
+  assert abs(wave.size - 3 * SR) < 0.05 * SR
+  assert audio_io.read_container_audio(str(media / "silent.mp4"), missing_ok=True) is None
+  with pytest.raises(audio_io.AudioError, match="silent.mp4: no audio stream"):
+    audio_io.read_container_audio(str(media / "silent.mp4"))
+  with pytest.raises(audio_io.AudioError, match="corrupt.mp4"):
+    audio_io.read_audio(str(media / "corrupt.mp4"))
