@@ -47,7 +47,7 @@ def visible_mask(kind: str, num_frames: int, height: int, width: int,
 
 def stylization_condition(flow: np.ndarray, depth: np.ndarray, *,
                           flow_max: float = FLOW_MAX) -> np.ndarray:
-  """flow float [T, H, W, 2] (pixels), depth float [T, H, W] -> uint8 [T, H, W, 3] (flow x, y, depth)."""
+  """flow float [T, H, W, 2] (pixels), depth [T, H, W] -> uint8 [T, H, W, 3] (dx, dy, depth)."""
   flow = np.asarray(flow, np.float32)
   depth = np.asarray(depth, np.float32)
   if flow.ndim != 4 or flow.shape[-1] != 2 or depth.shape != flow.shape[:-1]:

@@ -99,7 +99,8 @@ def video_clips(path: str, *, hw: tuple[int, int], num_frames: int, max_clips: i
       if clip_wave.size < need:
         if k == 0 and audio == "require":
           raise BadExampleError(path, "missing_audio",
-                                f"audio has {wave.size} samples, clip needs {need} at {sample_rate} Hz")
+                                f"audio has {wave.size} samples, clip needs {need} at "
+                                f"{sample_rate} Hz")
         if k == 0:
           clip_wave = None  # optional audio that does not cover the clip is treated as absent
         else:

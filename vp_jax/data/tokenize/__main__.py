@@ -55,7 +55,8 @@ def main(argv=None) -> int:
   p.add_argument("--batch_size", type=int, default=8)
   p.add_argument("--no_stylization", action="store_true")
   p.add_argument("--runner", choices=("inprocess", "beam"), default="inprocess")
-  p.add_argument("--beam_options", default="", help="extra Beam flags, e.g. '--direct_num_workers=2'")
+  p.add_argument("--beam_options", default="",
+                 help="extra Beam flags, e.g. '--direct_num_workers=2'")
   args = p.parse_args(argv)
   if args.synthetic:
     source = SyntheticSource(SyntheticConfig(resolution=args.synthetic, num_frames=args.num_frames,

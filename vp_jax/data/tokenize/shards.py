@@ -157,7 +157,8 @@ def write_shard(plan: Plan, index: int, source, tokenizers: features_lib.Tokeniz
     raise RuntimeError(f"shard {index}: source gave {count} examples for range [{start}, {stop}).")
   gfile.rename(tmp, plan.shard_path(index), overwrite=True)
   sidecar = {"shard": plan.shard_name(index), "range": [start, stop], "count": count,
-             "with_audio": with_audio, "labelled": labelled, "shapes": shapes, "features": sorted(keys),
+             "with_audio": with_audio, "labelled": labelled, "shapes": shapes,
+             "features": sorted(keys),
              "seconds": round(time.perf_counter() - t0, 3), "fingerprint": plan.fingerprint}
   _write_json(plan.sidecar_path(index), sidecar)
   return sidecar
