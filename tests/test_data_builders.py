@@ -73,6 +73,9 @@ def test_write_and_read_mp4_round_trip(media):
   np.testing.assert_allclose(times[:4], np.arange(4) / 30, atol=1e-3)
   levels = frames.reshape(90, -1).mean(1)
   np.testing.assert_allclose(levels, 2 * np.arange(90), atol=2.5)
+  # Decoding stops at the first frame past max_seconds: t = 31 / 30 s.
+  part, part_times = video_io.read_frames(str(media / "gray30.mp4"), max_seconds=1.0)
+  assert part.shape[0] == 32 and part_times[-1] == pytest.approx(31 / 30, abs=1e-3)
   assert abs(wave.size - 3 * SR) < 0.05 * SR  # AAC frames round the length
   spectrum = np.abs(np.fft.rfft(wave[SR // 2:SR // 2 + SR]))
   assert abs(np.argmax(spectrum) - 440) <= 2

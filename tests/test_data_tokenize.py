@@ -239,3 +239,49 @@ def test_benchmark_script_runs(tmp_path):
   out = bench.main(["--clips", "2", "--skip_lm"])
   assert set(out) >= {"decode_128", "render_32", "tokenize_32", "read_32"}
   assert all(v > 0 for v in out.values())
+
+
+_KILL_SCRIPT = """
+import sys, time
+sys.path.insert(0, {tests!r})
+from data_standins import StandInVideoTokenizer, standin_tokenizers
+from vp_jax.data.synthetic import SyntheticConfig
+from vp_jax.data.tokenize import SyntheticSource, TokenizeConfig, tokenize_dataset
+
+class Slow(StandInVideoTokenizer):
+  def encode(self, frames):
+    time.sleep(0.05)
+    return super().encode(frames)
+
+cfg = SyntheticConfig(resolution="32x32", num_frames=17, num_examples=12, seed=7)
+tokenize_dataset(SyntheticSource(cfg), standin_tokenizers(Slow()), {out!r},
+                 TokenizeConfig(shard_size=4, batch_size=2), progress=False)
+"""
+
+
+@pytest.mark.slow  # ~15-40 s: a child process imports TensorFlow
+def test_sigkilled_process_resumes_to_the_same_shards(tmp_path):
+  import pathlib
+  import signal
+  import subprocess
+  import sys
+  import time
+  tests = str(pathlib.Path(__file__).resolve().parent)
+  out = tmp_path / "killed"
+  script = _KILL_SCRIPT.format(tests=tests, out=str(out))
+  proc = subprocess.Popen([sys.executable, "-c", script],
+                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+  first = out / "train.tfrecord-00000-of-00003.json"
+  deadline = time.time() + 300
+  while not first.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.wait()
+  assert first.exists(), "the child never finished shard 0"
+  assert not (out / "manifest.json").exists()
+  source = SyntheticSource(SyntheticConfig(resolution="32x32", num_frames=17, num_examples=12,
+                                           seed=7))
+  manifest = _run(out, source)
+  assert manifest["resumed_shards"] >= 1
+  _run(tmp_path / "whole", source)
+  assert _shard_bytes(out) == _shard_bytes(tmp_path / "whole")

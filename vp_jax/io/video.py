@@ -53,9 +53,9 @@ def probe(path: str) -> VideoStreamInfo:
     raise VideoError(f"{path}: cannot open video ({e}).") from e
 
 
-def read_frames(path: str, *, size: tuple[int, int] | None = None
-                ) -> tuple[np.ndarray, np.ndarray]:
-  """Decodes every frame of the first video stream.
+def read_frames(path: str, *, size: tuple[int, int] | None = None,
+                max_seconds: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """Decodes the frames of the first video stream (all, or up to the first one past `max_seconds`).
 
   Returns (frames uint8 [T, H, W, 3], timestamps float64 [T] in seconds from the stream start).
   `size=(height, width)` scales each frame in FFmpeg (area interpolation) while decoding, which is
@@ -83,6 +83,8 @@ def read_frames(path: str, *, size: tuple[int, int] | None = None
         if start is None:
           start = t
         times.append(t - start)
+        if max_seconds is not None and times[-1] > max_seconds:
+          break
   except av.FFmpegError as e:
     raise VideoError(f"{path}: cannot decode video ({e}).") from e
   if not frames:

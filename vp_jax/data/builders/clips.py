@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 
@@ -58,13 +59,14 @@ def video_clips(path: str, *, hw: tuple[int, int], num_frames: int, max_clips: i
   audio: "require" (no audio -> BadExampleError), "optional" (None when absent), "ignore".
   Raises BadExampleError(reason=...) for missing/corrupt/too short files and missing audio.
   """
-  import os
   if not os.path.exists(path):
     raise BadExampleError(path, "missing_file", "listed in the captions file but not found")
   try:
     info = video_io.probe(path)
     size = cover_size((info.height, info.width), hw)
-    frames, times = video_io.read_frames(path, size=size)
+    # Decode only as far as the clips reach (long files are not decoded to the end).
+    frames, times = video_io.read_frames(path, size=size,
+                                         max_seconds=(max_clips * num_frames - 1) / fps)
   except video_io.VideoError as e:
     raise BadExampleError(path, "corrupt", str(e)) from e
   count = min(max_clips, available_clips(times, num_frames, fps))
