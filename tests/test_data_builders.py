@@ -237,3 +237,17 @@ def test_read_audio_falls_back_to_pyav_for_containers(media):
     audio_io.read_container_audio(str(media / "silent.mp4"))
   with pytest.raises(audio_io.AudioError, match="corrupt.mp4"):
     audio_io.read_audio(str(media / "corrupt.mp4"))
+
+
+@pytest.mark.parametrize("ext", [".webm", ".mov"])
+def test_webm_and_mov_with_audio_decode_to_clips(tmp_path, ext):
+  path = video_io.write_video(str(tmp_path / f"clip{ext}"), _gray_frames(60, step=4), fps=24,
+                              audio=_tone(2.5, 523.0), crf=4)
+  [(_, frames, wave)] = list(clips_lib.video_clips(path, hw=(32, 32), num_frames=17,
+                                                   audio="require"))
+  # 24 fps -> 8 fps: every third source frame.
+  np.testing.assert_allclose(frames.reshape(17, -1).mean(1), 4 * 3 * np.arange(17), atol=3)
+  assert wave.shape == (34_000,)
+  assert abs(np.argmax(np.abs(np.fft.rfft(wave[4000:20000]))) * SR / 16000 - 523) <= 2
+  with pytest.raises(video_io.VideoError, match="cannot write '.avi'"):
+    video_io.write_video(str(tmp_path / "x.avi"), _gray_frames(2))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from data_standins import (CrashingVideoTokenizer, StandInAudioTokenizer, StandInTextEncoder,
-                           StandInVideoTokenizer, standin_tokenizers)
+                           StandInVideoTokenizer, _Embeddings, standin_tokenizers)
 
 from vp_jax.data import conditions
 from vp_jax.data.synthetic import SyntheticConfig, SyntheticVideos, flat_labels
@@ -285,3 +285,36 @@ def test_sigkilled_process_resumes_to_the_same_shards(tmp_path):
   assert manifest["resumed_shards"] >= 1
   _run(tmp_path / "whole", source)
   assert _shard_bytes(out) == _shard_bytes(tmp_path / "whole")
+
+
+class _DictCache:
+  """Stand-in for vp_jax.text EmbeddingCache: computes each distinct caption once."""
+
+  def __init__(self):
+    self.store, self.computed = {}, 0
+
+  def get_or_compute(self, texts, encoder):
+    missing = sorted({t for t in texts if t not in self.store})
+    if missing:
+      emb = encoder.encode(missing)
+      self.computed += len(missing)
+      for i, t in enumerate(missing):
+        self.store[t] = (emb.embeddings[i], emb.mask[i], emb.num_truncated[i])
+    rows = [self.store[t] for t in texts]
+    return _Embeddings(np.stack([r[0] for r in rows]), np.stack([r[1] for r in rows]),
+                       np.array([r[2] for r in rows]))
+
+
+def test_text_embeddings_go_through_the_cache_when_given(tmp_path):
+  examples = [{"id": f"c{i}", "frames": np.zeros((1, 16, 16, 3), np.uint8),
+               "audio": np.zeros((0,), np.float32), "has_audio": False,
+               "caption": "same caption" if i % 2 else f"caption {i}", "labels": {}}
+              for i in range(6)]
+  cache = _DictCache()
+  tok = Tokenizers(video=StandInVideoTokenizer(), text=StandInTextEncoder(), text_cache=cache)
+  _run(tmp_path, _ListSource(examples), tok)
+  assert cache.computed == 4  # "same caption" + captions 0, 2, 4
+  rows = list(read_tokenized(str(tmp_path)).as_numpy_iterator())
+  direct = StandInTextEncoder().encode([e["caption"] for e in examples])
+  np.testing.assert_array_equal(np.stack([r["text_embeddings"] for r in rows]),
+                                direct.embeddings.astype(np.float16).astype(np.float32))

@@ -1,4 +1,4 @@
-"""Video files in and out with PyAV: read frames (+ audio), write mp4 (optional audio track) and gif.
+"""Video files in and out with PyAV: read frames (+ audio), write mp4/mov/webm (+ audio), gif.
 
 The one place that knows container/codec details, shared by the tfds builders (reading user
 folders), the synthetic dataset (writing previews) and generation (writing samples). Frames at this
@@ -124,28 +124,43 @@ def _atomic_target(path: str, suffix: str) -> str:
   return tmp
 
 
-def write_mp4(path: str, frames: np.ndarray, fps: float = 8.0, *, audio: np.ndarray | None = None,
-              sample_rate: int = audio_io.SAMPLE_RATE, crf: int = 18) -> str:
-  """Writes H.264 (yuv420p) mp4, with an AAC mono track when `audio` ([N] float) is given.
+# extension -> (container format, video codec, audio codec, video codec options)
+CONTAINERS = {
+    ".mp4": ("mp4", "libx264", "aac", lambda crf: {"crf": str(crf), "preset": "veryfast"}),
+    ".mov": ("mov", "libx264", "aac", lambda crf: {"crf": str(crf), "preset": "veryfast"}),
+    ".webm": ("webm", "libvpx-vp9", "libopus", lambda crf: {"crf": str(crf), "b": "0",
+                                                           "deadline": "realtime"}),
+}
 
-  Odd frame sizes are padded by one edge row/column (yuv420p needs even sizes). Atomic: the file
-  appears complete or not at all.
+
+def write_video(path: str, frames: np.ndarray, fps: float = 8.0, *,
+                audio: np.ndarray | None = None, sample_rate: int = audio_io.SAMPLE_RATE,
+                crf: int = 18) -> str:
+  """Writes mp4/mov (H.264 + AAC) or webm (VP9 + Opus) by extension, yuv420p, atomically.
+
+  `audio` ([N] float in [-1, 1] at `sample_rate`) becomes a mono track. Odd frame sizes are padded
+  by one edge row/column (yuv420p needs even sizes).
   """
+  ext = os.path.splitext(path)[1].lower()
+  if ext not in CONTAINERS:
+    raise VideoError(f"{path}: cannot write {ext!r}; supported: {sorted(CONTAINERS)} (and .gif "
+                     "through write_gif).")
+  fmt, vcodec, acodec, options = CONTAINERS[ext]
   frames = _check_frames(frames, path)
   t, h, w, _ = frames.shape
   if h % 2 or w % 2:
     frames = np.pad(frames, ((0, 0), (0, h % 2), (0, w % 2), (0, 0)), mode="edge")
-  tmp = _atomic_target(path, ".mp4")
+  tmp = _atomic_target(path, ext)
   try:
-    with av.open(tmp, mode="w", format="mp4") as container:
-      stream = container.add_stream("libx264", rate=_fraction(fps))
+    with av.open(tmp, mode="w", format=fmt) as container:
+      stream = container.add_stream(vcodec, rate=_fraction(fps))
       stream.width, stream.height = frames.shape[2], frames.shape[1]
       stream.pix_fmt = "yuv420p"
-      stream.options = {"crf": str(crf), "preset": "veryfast"}
+      stream.options = options(crf)
       astream = None
       if audio is not None:
         wave = audio_io.check_wave(np.clip(np.asarray(audio, np.float32), -1, 1), name=path)
-        astream = container.add_stream("aac", rate=sample_rate)
+        astream = container.add_stream(acodec, rate=sample_rate)
         astream.layout = "mono"
       for frame in frames:
         for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
@@ -153,10 +168,10 @@ def write_mp4(path: str, frames: np.ndarray, fps: float = 8.0, *, audio: np.ndar
       for packet in stream.encode():
         container.mux(packet)
       if astream is not None:
-        chunk = 1024
+        chunk = 960
         for i in range(0, wave.size, chunk):
-          part = wave[i:i + chunk][None]
-          aframe = av.AudioFrame.from_ndarray(part, format="flt", layout="mono")
+          aframe = av.AudioFrame.from_ndarray(wave[i:i + chunk][None], format="flt",
+                                              layout="mono")
           aframe.sample_rate = sample_rate
           aframe.pts = i
           for packet in astream.encode(aframe):
@@ -168,6 +183,14 @@ def write_mp4(path: str, frames: np.ndarray, fps: float = 8.0, *, audio: np.ndar
     if os.path.exists(tmp):
       os.remove(tmp)
   return path
+
+
+def write_mp4(path: str, frames: np.ndarray, fps: float = 8.0, *, audio: np.ndarray | None = None,
+              sample_rate: int = audio_io.SAMPLE_RATE, crf: int = 18) -> str:
+  """H.264 (yuv420p) mp4, with an AAC mono track when `audio` ([N] float) is given."""
+  if not path.lower().endswith(".mp4"):
+    raise VideoError(f"{path}: write_mp4 writes .mp4 files (use write_video for .mov/.webm).")
+  return write_video(path, frames, fps, audio=audio, sample_rate=sample_rate, crf=crf)
 
 
 def write_gif(path: str, frames: np.ndarray, fps: float = 8.0, *, loop: int = 0) -> str:
