@@ -42,7 +42,7 @@ def test_token_counts_per_format(tmp_path, resolution, frames, video, audio):
   assert 0 <= ex["video_tokens"].min() and ex["video_tokens"].max() < 2 ** 18
   if audio is None:
     assert "audio_tokens" not in ex and "commit_inpaint_central_tokens" not in ex
-    assert ex["kind"] == b"image"
+    assert ex["kind"] == b"image" and not manifest["stylization"]
   else:
     assert ex["audio_tokens"].shape == audio and ex["has_audio"]
     assert 0 <= ex["audio_tokens"].min() and ex["audio_tokens"].max() < 1024

@@ -188,7 +188,7 @@ def write_manifest(plan: Plan) -> dict[str, Any]:
       "has_labels": all(s["labelled"] == s["count"] for s in sidecars),
       "token_counts": {k: int(math.prod(v)) for k, v in shapes.items() if k.endswith("_tokens")},
       "source": plan.job["source"], "config": plan.job["config"],
-      "stylization": plan.job["stylization"], "tokenizers": plan.job["tokenizers"],
+      "stylization": "stylization_tokens" in feats, "tokenizers": plan.job["tokenizers"],
       "tokenize_seconds": round(sum(s["seconds"] for s in sidecars), 3),
   }
   _write_json(_join(plan.out_dir, MANIFEST_FILE), manifest)
