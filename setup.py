@@ -16,6 +16,8 @@ INSTALL_REQUIRES = [
     "tensorflow==2.21.0",
     "tensorflow-text==2.21.1",
     "tensorflow-datasets==4.9.10",
+    # tfds builders (download_and_prepare) import it through etils.epath; not declared by tfds.
+    "importlib_resources==7.1.0",
     "clu==0.0.12",
     "tensorboard==2.21.0",
     "gin-config==0.5.0",

@@ -4,7 +4,9 @@ One place for the conventions every audio consumer shares (SoundStream training 
 builders, generation output): samples are float32 in [-1, 1], shape [N] (mono) at `sample_rate`;
 multi-channel input is down-mixed by averaging channels; resampling is polyphase (scipy
 `resample_poly`, Kaiser window) with the exact rational ratio, so 44.1 kHz -> 16 kHz gives
-round(N * 16000 / 44100) samples.
+round(N * 16000 / 44100) samples. Files soundfile cannot read (audio tracks inside mp4/webm/mov,
+m4a, ...) are decoded with PyAV at their native rate and then go through the same down-mix and
+resampler (`read_container_audio`).
 """
 from __future__ import annotations
 
@@ -59,12 +61,57 @@ def check_wave(wave: np.ndarray, *, name: str = "audio", allow_silent: bool = Tr
 
 
 def read_audio(path: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
-  """Reads an audio file -> float32 [N] mono at `sample_rate`."""
+  """Reads an audio file -> float32 [N] mono at `sample_rate`.
+
+  wav/flac/ogg go through soundfile; anything else FFmpeg can demux (mp4, m4a, webm, mov, mp3)
+  through PyAV.
+  """
+  if not os.path.exists(path):
+    raise AudioError(f"{path}: no such file.")
   try:
     wave, sr = soundfile.read(path, dtype="float32", always_2d=True)
   except (soundfile.LibsndfileError, RuntimeError, OSError) as e:
-    raise AudioError(f"{path}: cannot read audio ({e}).") from e
+    try:
+      return read_container_audio(path, sample_rate)
+    except AudioError as e2:
+      raise AudioError(f"{path}: cannot read audio (soundfile: {e}; {e2}).") from e
   wave = resample(to_mono(wave, name=path), sr, sample_rate)
+  return check_wave(wave, name=path)
+
+
+def read_container_audio(path: str, sample_rate: int = SAMPLE_RATE, *,
+                         missing_ok: bool = False) -> np.ndarray | None:
+  """Decodes the first audio stream of any FFmpeg container -> float32 [N] mono at `sample_rate`.
+
+  Returns None when the container has no audio stream and `missing_ok`; otherwise that is an
+  AudioError naming the file.
+  """
+  import av  # PyAV: imported here so wav-only users do not pay for it.
+
+  chunks, native_rate = [], None
+  try:
+    with av.open(path) as container:
+      if not container.streams.audio:
+        if missing_ok:
+          return None
+        raise AudioError(f"{path}: no audio stream.")
+      stream = container.streams.audio[0]
+      native_rate = stream.codec_context.sample_rate or stream.rate
+      # Float planar at the native rate and layout: [channels, samples] per decoded frame.
+      converter = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=native_rate)
+      for frame in container.decode(stream):
+        for out in converter.resample(frame):
+          chunks.append(out.to_ndarray())
+      for out in converter.resample(None):
+        chunks.append(out.to_ndarray())
+  except av.FFmpegError as e:
+    raise AudioError(f"{path}: cannot decode audio ({e}).") from e
+  if not chunks:
+    if missing_ok:
+      return None
+    raise AudioError(f"{path}: audio stream has no decodable samples.")
+  wave = np.concatenate(chunks, axis=1).T  # [N, C]
+  wave = resample(to_mono(wave, name=path), int(native_rate), sample_rate)
   return check_wave(wave, name=path)
 
 

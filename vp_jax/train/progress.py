@@ -19,8 +19,9 @@ def format_duration(seconds: float) -> str:
 
 class Progress:
   def __init__(self, total: int, start: int = 0, *, desc: str = "train",
-               stream: TextIO | None = None, min_interval_s: float = 5.0, enabled: bool = True):
-    self.total, self.start, self.desc = total, start, desc
+               stream: TextIO | None = None, min_interval_s: float = 5.0, enabled: bool = True,
+               unit: str = "steps"):
+    self.total, self.start, self.desc, self.unit = total, start, desc, unit
     self.stream = stream or sys.stderr
     self.enabled = enabled
     self.interactive = hasattr(self.stream, "isatty") and self.stream.isatty()
@@ -36,7 +37,7 @@ class Progress:
     width = 20
     filled = int(width * step / max(self.total, 1))
     bar = "#" * filled + "." * (width - filled)
-    parts = [f"{self.desc} [{bar}] {step}/{self.total}", f"{rate:.2f} steps/s",
+    parts = [f"{self.desc} [{bar}] {step}/{self.total}", f"{rate:.2f} {self.unit}/s",
              f"ETA {format_duration(eta) if eta == eta else '--:--'}"]
     for k, v in (metrics or {}).items():
       parts.append(f"{k}={v:.4g}")
