@@ -27,7 +27,7 @@ INSTALL_REQUIRES = [
     # reads/writes wav, Pillow writes PNG/GIF, scipy does polyphase resampling.
     "av==18.1.0",
     "soundfile==0.14.0",
-    "pillow==13.0.0",
+    "pillow==12.3.0",
     "scipy==1.17.1",
 ]
 
