@@ -84,19 +84,13 @@ class Block(nnx.Module):
     causal = jnp.tril(jnp.ones((length, length), bool))
     probs = jax.nn.softmax(jnp.where(causal, logits, -1e30), axis=-1).astype(dt)
     attn = jnp.einsum("bhqs,bshk->bqhk", probs, v)
-    x = x + self._dropout(jnp.einsum("bqhk,hkd->bqd", attn, self.out[...].astype(dt)), key, 0)
+    attn = jnp.einsum("bqhk,hkd->bqd", attn, self.out[...].astype(dt))
+    x = x + layers.dropout(attn, key, cfg.dropout, 0)
     x = constrain(x, ("batch", "length", "act_embed"))
     h = self.mlp_in(self.mlp_norm(x))
     h = constrain(jax.nn.gelu(h), ("batch", "length", "act_mlp"))
-    x = x + self._dropout(self.mlp_out(h), key, 1)
+    x = x + layers.dropout(self.mlp_out(h), key, cfg.dropout, 1)
     return constrain(x, ("batch", "length", "act_embed"))
-
-  def _dropout(self, y: jax.Array, key: jax.Array | None, salt: int) -> jax.Array:
-    rate = self.cfg.dropout
-    if key is None or rate == 0.0:
-      return y
-    keep = jax.random.bernoulli(jax.random.fold_in(key, salt), 1.0 - rate, y.shape)
-    return jnp.where(keep, y / (1.0 - rate), 0).astype(y.dtype)
 
 
 class ToyLM(nnx.Module):

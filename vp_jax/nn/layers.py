@@ -57,3 +57,11 @@ class Embed(nnx.Module):
 
   def attend(self, x: jax.Array) -> jax.Array:  # [..., D] -> [..., V] logits against the table
     return jnp.einsum("...d,vd->...v", x.astype(self.dtype), self.embedding[...].astype(self.dtype))
+
+
+def dropout(y: jax.Array, key: jax.Array | None, rate: float, salt: int = 0) -> jax.Array:
+  """Inverted dropout with the key `fold_in(key, salt)`; identity when `key` is None or rate 0."""
+  if key is None or rate == 0.0:
+    return y
+  keep = jax.random.bernoulli(jax.random.fold_in(key, salt), 1.0 - rate, y.shape)
+  return jnp.where(keep, y / (1.0 - rate), 0).astype(y.dtype)

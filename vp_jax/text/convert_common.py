@@ -101,6 +101,28 @@ def assemble(cfg: T5EncoderConfig, globals_: Mapping[str, np.ndarray],
   for name, shape in layer_shapes(cfg).items():
     flat["layers/" + name] = np.stack(
         [_cast(layer[name], shape, f"layer {i} {name}", pdt) for i, layer in enumerate(per_layer)])
+  return unflatten(flat)
+
+
+def _cast(x: np.ndarray, shape: tuple[int, ...], name: str, dtype: np.dtype) -> np.ndarray:
+  if tuple(x.shape) != shape:  # a converter bug, not a checkpoint problem
+    raise CheckpointConversionError(f"{name}: converted shape {x.shape} != {shape}.")
+  return np.ascontiguousarray(x.astype(np.float32, copy=False).astype(dtype, copy=False))
+
+
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
+  """Nested dict -> {"a/b/c": leaf}."""
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, Mapping):
+      out.update(flatten(v, f"{prefix}{k}/"))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def unflatten(flat: Mapping[str, object]) -> dict:
+  """{"a/b/c": leaf} -> nested dict (inverse of `flatten`)."""
   out: dict = {}
   for name, value in flat.items():
     node = out
@@ -109,9 +131,3 @@ def assemble(cfg: T5EncoderConfig, globals_: Mapping[str, np.ndarray],
       node = node.setdefault(part, {})
     node[parts[-1]] = value
   return out
-
-
-def _cast(x: np.ndarray, shape: tuple[int, ...], name: str, dtype: np.dtype) -> np.ndarray:
-  if tuple(x.shape) != shape:  # a converter bug, not a checkpoint problem
-    raise CheckpointConversionError(f"{name}: converted shape {x.shape} != {shape}.")
-  return np.ascontiguousarray(x.astype(np.float32, copy=False).astype(dtype, copy=False))

@@ -18,7 +18,7 @@ import numpy as np
 
 from vp_jax.text import safetensors_io
 from vp_jax.text.config import T5EncoderConfig
-from vp_jax.text.convert_common import CheckpointConversionError, Reader, assemble
+from vp_jax.text.convert_common import CheckpointConversionError, Reader, assemble, flatten
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
@@ -137,7 +137,7 @@ def load(path: str | os.PathLike, cfg: T5EncoderConfig | None = None) -> tuple[T
 
 def to_hf_arrays(params: Mapping, cfg: T5EncoderConfig) -> dict[str, np.ndarray]:
   """T5Encoder pure-dict params -> HF `T5EncoderModel` state dict arrays (float32)."""
-  p = {k: np.asarray(v, np.float32) for k, v in _flatten(params).items()}
+  p = {k: np.asarray(v, np.float32) for k, v in flatten(params).items()}
   d, inner = cfg.d_model, cfg.inner_dim
   out = {"shared.weight": p["token_embed"],
          "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": p["rel_bias"],
@@ -166,11 +166,3 @@ def save(directory: str | os.PathLike, cfg: T5EncoderConfig, params: Mapping) ->
   os.replace(tmp, os.path.join(directory, "config.json"))
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, f"{prefix}{k}/"))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out

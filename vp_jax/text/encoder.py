@@ -28,7 +28,7 @@ from vp_jax.parallel.rules import get_rules
 from vp_jax.parallel.sharding import logical_to_spec, state_shardings
 from vp_jax.text import convert_hf, convert_t5x
 from vp_jax.text.config import T5EncoderConfig, get_config
-from vp_jax.text.convert_common import CheckpointConversionError
+from vp_jax.text.convert_common import CheckpointConversionError, flatten, unflatten
 from vp_jax.text.model import T5Encoder, apply_fn
 from vp_jax.text.tokenizer import EOS_ID, Tokenizer
 
@@ -48,20 +48,10 @@ class TextEmbeddings:
                        f"mask {self.mask.shape}, num_truncated {self.num_truncated.shape}.")
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(_flatten(v, f"{prefix}{k}/"))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def params_fingerprint(params: Mapping) -> str:
   """sha256 over each parameter's name, shape, dtype and a strided sample of its values."""
   h = hashlib.sha256()
-  for name, value in sorted(_flatten(params).items()):
+  for name, value in sorted(flatten(params).items()):
     a = np.asarray(value)
     flat = a.reshape(-1)
     sample = flat[::max(1, flat.size // 65536)]
@@ -116,7 +106,7 @@ class TextEncoder:
   @staticmethod
   def _place(params: Mapping, template: Mapping, shardings: Mapping) -> dict:
     """Checks `params` against the model's parameter tree and puts each leaf in its sharding."""
-    got, want, sh = _flatten(params), _flatten(template), _flatten(shardings)
+    got, want, sh = flatten(params), flatten(template), flatten(shardings)
     missing, extra = sorted(set(want) - set(got)), sorted(set(got) - set(want))
     if missing or extra:
       raise CheckpointConversionError(
@@ -131,14 +121,7 @@ class TextEncoder:
                                         f"{tuple(abstract.shape)}.")
       host = np.asarray(value).astype(abstract.dtype, copy=False)  # no extra copy of XL
       placed[name] = jax.make_array_from_callback(host.shape, sh[name], lambda idx, h=host: h[idx])
-    out: dict = {}
-    for name, value in placed.items():
-      node = out
-      parts = name.split("/")
-      for part in parts[:-1]:
-        node = node.setdefault(part, {})
-      node[parts[-1]] = value
-    return out
+    return unflatten(placed)
 
   @classmethod
   def load(cls, checkpoint: str | os.PathLike, *, tokenizer: str | os.PathLike | Tokenizer | None

@@ -34,13 +34,6 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 Cache = dict[str, jax.Array]
 
 
-def _dropout(y: jax.Array, key: jax.Array | None, rate: float, salt: int) -> jax.Array:
-  if key is None or rate == 0.0:
-    return y
-  keep = jax.random.bernoulli(jax.random.fold_in(key, salt), 1.0 - rate, y.shape)
-  return jnp.where(keep, y / (1.0 - rate), 0).astype(y.dtype)
-
-
 class Block(nnx.Module):
   """Pre-norm block: x + attn(norm(x)); x + SwiGLU(norm(x))."""
 
@@ -58,10 +51,10 @@ class Block(nnx.Module):
   def finish(self, x: jax.Array, attn_out: jax.Array, key: jax.Array | None) -> jax.Array:
     """Residual of the attention output, then the MLP. x, attn_out [B, L, D]."""
     rate = self.cfg.dropout
-    x = constrain(x + _dropout(attn_out, key, rate, 0), ("batch", "length", "act_embed"))
+    x = constrain(x + layers.dropout(attn_out, key, rate, 0), ("batch", "length", "act_embed"))
     h = self.mlp_norm(x)
     h = constrain(jax.nn.silu(self.mlp_gate(h)) * self.mlp_up(h), ("batch", "length", "act_mlp"))
-    x = x + _dropout(self.mlp_out(h), key, rate, 1)
+    x = x + layers.dropout(self.mlp_out(h), key, rate, 1)
     return constrain(x, ("batch", "length", "act_embed"))
 
   def __call__(self, x, positions, mask, key):
