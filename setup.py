@@ -21,7 +21,8 @@ INSTALL_REQUIRES = [
     "clu==0.0.12",
     "tensorboard==2.21.0",
     "gin-config==0.5.0",
-    "sentencepiece==0.2.3",
+    # 0.2.2+ ship protobuf-7 generated code; 0.2.1 works with protobuf 6.33 (needed by Beam).
+    "sentencepiece==0.2.1",
     "numpy==2.4.6",
     # Media I/O: PyAV (bundled FFmpeg) decodes/encodes video and audio (mp4/webm/mov/gif), soundfile
     # reads/writes wav, Pillow writes PNG/GIF, scipy does polyphase resampling.
