@@ -134,7 +134,7 @@ def test_codes_come_from_the_right_features(registered):
     got = vid.layouts[name].extract(_first(name)[0]["tokens"])
     np.testing.assert_array_equal(got[L.VIDEO_IN], cond[0])
     np.testing.assert_array_equal(got[L.VIDEO_OUT], target[0])
-    assert np.mean(cond[0] != target[0]) > 0.3
+    assert np.mean(cond[0] != target[0]) > 0.1
   # Stylization with the first frame; audio tasks; continuation splits both streams.
   lay = vid.layouts["t_vid_stylization_first_frame_128x128_17"]
   got = lay.extract(_first("t_vid_stylization_first_frame_128x128_17")[0]["tokens"])
@@ -150,7 +150,7 @@ def test_codes_come_from_the_right_features(registered):
   got = lay.extract(_first("t_vid_audio_video_continuation_128x128_17")[0]["tokens"])
   np.testing.assert_array_equal(got["video"], clip["video_tokens"])
   np.testing.assert_array_equal(got["audio"], clip["audio_tokens"])
-  assert got[L.VIDEO_IN].shape == (1, 4, 4) and got[L.AUDIO_IN].shape == (4, 106 * 5 // 17)
+  assert got[L.VIDEO_IN].shape == (1, 4, 4) and got[L.AUDIO_IN].shape == (4, 106 // 17)
   got = vid.layouts["t_vid_image_to_video_128x128_17"].extract(
       _first("t_vid_image_to_video_128x128_17")[0]["tokens"])
   np.testing.assert_array_equal(got[L.VIDEO_IN], clip["video_tokens"][:1])
