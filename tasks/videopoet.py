@@ -9,8 +9,9 @@ seqio Task per task kind the data supports, at the data's resolution and length 
 tokenized directory, e.g. 17- and 41-frame, 128x128 and 128x224, and image data, with its own
 prefix). Every preprocessor turns a tokenized clip into the LM example of the task's `Layout`
 (`vp_jax.sequence.layout`, built by `vp_jax.data.lm_examples.tf_build`):
-`tokens` int32 [L], `loss_mask` bool [L], `prefix_length` int32 [] and, for layouts with text,
-`text_embeddings` float32 [64, D] and `text_mask` bool [64]. Every example of one task has the same
+`tokens` int32 [L], `loss_mask` bool [L], `prefix_length` int32 [] and, for data with text,
+`text_embeddings` float32 [64, D] and `text_mask` bool [64] (every task of a dataset with text
+embeddings has them; unconditional video gets an all-False mask). Every example of one task has the same
 length L, which is what alternating gradient descent (vp_jax.data.agd) groups by.
 
 Where the codes come from (features of docs/data_format.md):
@@ -67,13 +68,13 @@ def _splits(data_dir: str | Mapping[str, str]) -> dict[str, str]:
   return dict(data_dir)
 
 
-def _features(layouts: Sequence[L.Layout]) -> dict[str, seqio.Feature]:
+def _features(layouts: Sequence[L.Layout], text: bool) -> dict[str, seqio.Feature]:
   vocab = layouts[0].vocab
   out = {"tokens": seqio.Feature(seqio.PassThroughVocabulary(vocab.size), add_eos=False,
                                  dtype=tf.int32),
          "loss_mask": seqio.ContinuousFeature(dtype=tf.bool, rank=1),
          "prefix_length": seqio.ContinuousFeature(dtype=tf.int32, rank=0)}
-  if layouts[0].has("text"):
+  if text:
     out["text_embeddings"] = seqio.ContinuousFeature(dtype=tf.float32, rank=2)
     out["text_mask"] = seqio.ContinuousFeature(dtype=tf.bool, rank=1)
   return out
@@ -82,13 +83,17 @@ def _features(layouts: Sequence[L.Layout]) -> dict[str, seqio.Feature]:
 def register_layout_task(name: str, data_dir: str | Mapping[str, str],
                          layouts: L.Layout | Sequence[L.Layout], codes_fn: CodesFn, *,
                          filter_fn: Callable[[Mapping[str, tf.Tensor]], tf.Tensor] | None = None,
+                         text_features: bool | None = None,
                          overwrite: bool = False) -> seqio.Task:
   """Registers seqio Task `name`: clips of a tokenized dataset -> LM examples of `layouts`.
 
   `codes_fn(layout, clip)` maps a tokenized clip (dict of tf tensors, docs/data_format.md) to the
   layout's code segments (`layout.code_inputs`). With several layouts (equal lengths), one is drawn
   uniformly per example (stateless, from the seed seqio is given). `filter_fn(clip)` -> bool
-  tensor keeps a subset of clips. `data_dir` is a directory (split "train") or {split: dir}."""
+  tensor keeps a subset of clips. `data_dir` is a directory (split "train") or {split: dir}.
+  `text_features` (default: whether the layouts have text slots) adds `text_embeddings` and
+  `text_mask`; a layout without text slots then gets zeros and an all-False mask, so that tasks
+  with and without text can share a seqio Mixture (which requires equal output features)."""
   layouts = [layouts] if isinstance(layouts, L.Layout) else list(layouts)
   if not layouts:
     raise ValueError(f"{name}: no layouts.")
@@ -99,6 +104,10 @@ def register_layout_task(name: str, data_dir: str | Mapping[str, str],
   for split, path in splits.items():
     load_manifest(path)   # fails now, naming the directory, if it is not a finished dataset
   with_text = layouts[0].has("text")
+  if text_features is None:
+    text_features = with_text
+  if with_text and not text_features:
+    raise ValueError(f"{name}: the layout has text slots; text_features must be True.")
 
   def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
     return read_tokenized(splits[split], shuffle_files=shuffle_files, seed=seed)
@@ -112,6 +121,9 @@ def register_layout_task(name: str, data_dir: str | Mapping[str, str],
     if with_text:
       out["text_embeddings"] = clip["text_embeddings"]
       out["text_mask"] = clip["text_mask"]
+    elif text_features:          # no text slots: nothing to attend to
+      out["text_embeddings"] = tf.zeros_like(clip["text_embeddings"])
+      out["text_mask"] = tf.zeros_like(clip["text_mask"])
     return out
 
   def preprocess(ds: tf.data.Dataset) -> tf.data.Dataset:
@@ -125,7 +137,7 @@ def register_layout_task(name: str, data_dir: str | Mapping[str, str],
     seqio.TaskRegistry.remove(name)
   return seqio.TaskRegistry.add(
       name, source=seqio.FunctionDataSource(dataset_fn, splits=tuple(splits)),
-      preprocessors=[preprocess], output_features=_features(layouts))
+      preprocessors=[preprocess], output_features=_features(layouts, text_features))
 
 
 # -- the VideoPoet tasks ----------------------------------------------------------------------------
@@ -212,7 +224,7 @@ def register_tasks(data_dir: str | Mapping[str, str], *, vocab: Vocabulary, pref
 
   def add(kind, name, layouts, filter_fn=None):
     register_layout_task(name, splits, layouts, videopoet_codes, filter_fn=filter_fn,
-                         overwrite=overwrite)
+                         text_features=has_text, overwrite=overwrite)
     reg.tasks.setdefault(kind, []).append(name)
     reg.layouts[name] = layouts[0] if isinstance(layouts, list) else layouts
 

@@ -53,7 +53,7 @@ def test_pretraining_schedule_switches_at_a_quarter(reg):
   assert first["m_img_text_to_image"] == pytest.approx(0.9)
   assert second["m_img_text_to_image"] == pytest.approx(0.1)
   video = [t for t in first if t != "m_img_text_to_image"]
-  assert len(video) == 12   # 10 video kinds; stylization has 2 variants, painting 2 tasks
+  assert len(video) == 11   # 10 video kinds, each a column; stylization has 2 variants
   assert first[f"m_vid_text_to_video{F}"] == pytest.approx(0.1 / 10)
   assert second[f"m_vid_stylization_first_frame{F}"] == pytest.approx(0.9 / 10 / 2)
   # Each stage is also a seqio Mixture with that stage's fixed rates.
