@@ -21,6 +21,7 @@ import seqio
 from vp_jax.data.agd import AGDIterator
 from vp_jax.data.mixing import schedule_for
 from vp_jax.models import registry
+from vp_jax.models.prefix_lm import model as _prefix_lm_model  # noqa: F401  (registers the LM)
 from vp_jax.models.prefix_lm.config import PrefixLMConfig
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import get_rules
