@@ -24,7 +24,20 @@ def _argv(model_dir, steps, data):
           f"--gin.TOKENIZED_DATA={data!r}", "--gin.MIXTURE_OR_TASK_NAME='lm_t2v_i'",
           "--gin.train_lm.task_prefix='lm'", "--gin.LEARNING_RATE=1e-2",
           "--gin.WARMUP_STEPS=2", "--gin.vp_jax.TrainerConfig.save_every=3",
-          "--gin.vp_jax.TrainerConfig.progress=False"]
+          "--gin.vp_jax.TrainerConfig.progress=False",
+          "--gin.vp_jax.TrainerConfig.log_every=1"]
+
+
+def _scalars(logdir, tag):
+  import tensorflow as tf
+  values = {}
+  for path in sorted(logdir.glob("events.out.tfevents.*")):
+    for event in tf.compat.v1.train.summary_iterator(str(path)):
+      for v in event.summary.value:
+        if v.tag == tag:
+          values[event.step] = float(tf.make_ndarray(v.tensor)) if v.HasField("tensor") \
+              else v.simple_value
+  return [values[k] for k in sorted(values)]
 
 
 def test_entry_point_trains_and_resumes(tmp_path, capsys):
@@ -40,6 +53,7 @@ def test_entry_point_trains_and_resumes(tmp_path, capsys):
   assert "train_lm.tokenized_data" in (model_dir / "operative_config.gin").read_text()
   steps = sorted(os.listdir(model_dir / "checkpoints"))
   assert "6" in steps
+  assert _scalars(model_dir / "tensorboard", "padding_ratio") == [0.0] * 6   # the model's metric
   assert "lm_img_text_to_image/86" in out and "lm_vid_text_to_video_128x128_17/152" in out
   # Resume to step 7: starts from the checkpoint at 6 with the data position restored.
   again = launch_train_lm.main(_argv(model_dir, 7, data))

@@ -35,14 +35,17 @@ def _batch_ways(mesh, rules) -> int:
   return math.prod(mesh.shape[a] for a in axes)
 
 
-def task_datasets(split: str, *, shuffle: bool, seed: int):
-  """task name -> that task's repeated, deterministic LM examples (this process's shard)."""
+def task_datasets(split: str, *, shuffle: bool, seed: int, shuffle_buffer_size: int | None = None):
+  """task name -> that task's repeated, deterministic LM examples (this process's shard).
+
+  `shuffle_buffer_size` examples are buffered per task (seqio's default when None); at paper
+  scale one example holds ~0.5 MB of text embeddings, so keep it moderate with many tasks."""
   shard = seqio.ShardInfo(index=jax.process_index(), num_shards=jax.process_count())
 
   def dataset_fn(task: str):
     return seqio.get_mixture_or_task(task).get_dataset(
         sequence_length=None, split=split, shuffle=shuffle, seed=seed, num_epochs=None,
-        shard_info=shard, use_cached=False)
+        shard_info=shard, use_cached=False, shuffle_buffer_size=shuffle_buffer_size)
 
   return dataset_fn
 
@@ -53,6 +56,7 @@ def train_lm(*, model_dir: str, model: PrefixLMConfig, trainer: TrainerConfig,
              tokenized_data: Mapping[str, str] | None = None, task_prefix: str = "vp",
              mesh: MeshConfig = MeshConfig(), logical_axis_rules: str | Sequence = "default",
              split: str = "train", eval_split: str | None = None,
+             shuffle_buffer_size: int | None = 256,
              task_modules: Sequence[str] = ("vp_jax.tasks",)) -> TrainResult:
   """Trains `model` on `mixture_or_task_name` (a task, seqio mixture or registered schedule).
 
@@ -84,7 +88,8 @@ def train_lm(*, model_dir: str, model: PrefixLMConfig, trainer: TrainerConfig,
                 tokens_per_batch=tokens_per_batch,
                 batch_multiple=math.lcm(ways, jax.process_count()),
                 process_count=jax.process_count())
-  train_iter = AGDIterator(schedule, task_datasets(split, shuffle=True, seed=trainer.seed),
+  train_iter = AGDIterator(schedule, task_datasets(split, shuffle=True, seed=trainer.seed,
+                                         shuffle_buffer_size=shuffle_buffer_size),
                            **common)
   eval_fn = None
   if eval_split and trainer.eval_every:
