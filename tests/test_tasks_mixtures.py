@@ -146,3 +146,16 @@ def test_agd_token_budget_gives_short_sequences_more_rows(reg):
     batch_rows(800, batch_size=None, tokens_per_batch=700)
   with pytest.raises(ValueError, match="exactly one"):
     _agd("m_t2v_i", tokens_per_batch=700)
+
+
+def test_padding_benchmark_figures():
+  import importlib.util
+  import pathlib
+  path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "agd_padding.py"
+  spec = importlib.util.spec_from_file_location("bench_agd_padding", path)
+  bench = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(bench)
+  out = bench.main()
+  mean_all = (326 + 1352 + 1286 + 1354 + 1782) / 6 + 2634 / 6
+  assert out["all"] == pytest.approx(1 - mean_all / 2634)
+  assert out["pretrain_stage0"] > out["all"] > out["pretrain_stage1"] > 0.3
