@@ -206,3 +206,33 @@ def test_bad_inputs_are_refused(tmp_path):
     videopoet.register_tasks(tokenized()["vid"], vocab=VOCAB, prefix="x", kinds=["t2v"])
   with pytest.raises(FileNotFoundError, match="not a finished"):
     videopoet.register_tasks(str(tmp_path), vocab=PAPER, prefix="x")
+
+
+def test_portrait_41_frame_data_get_their_format_and_res_tokens(tmp_path):
+  from tasks_data import small_tokenizers
+  from vp_jax.data.synthetic import SyntheticConfig
+  from vp_jax.data.tokenize import SyntheticSource, TokenizeConfig, runner
+  cfg = SyntheticConfig(resolution=(56, 32), num_frames=41, num_examples=2, seed=6)
+  runner.tokenize_dataset(SyntheticSource(cfg), small_tokenizers(), str(tmp_path),
+                          TokenizeConfig(shard_size=2, batch_size=2), progress=False)
+  reg = videopoet.register_tasks(str(tmp_path), vocab=VOCAB, prefix="t_p41", overwrite=True,
+                                 kinds=["text_to_video", "audio_video_continuation"])
+  assert reg.names() == ["t_p41_text_to_video_128x224_41",
+                         "t_p41_audio_video_continuation_128x224_41"]
+  ex = _first("t_p41_text_to_video_128x224_41")[0]
+  assert len(ex["tokens"]) == 11 * 7 * 4 + 73            # + <res>
+  assert _runs(ex["tokens"]) == [S.BOS, S.TASK_VIDEO, *TEXT, S.RES, S.FORMAT_128x224_41, S.BOV_O,
+                                 V, S.EOV_O, S.EOS]
+  lay = reg.layouts["t_p41_audio_video_continuation_128x224_41"]
+  got = lay.extract(_first("t_p41_audio_video_continuation_128x224_41")[0]["tokens"])
+  assert got["audio"].shape == (4, 256) and got["video"].shape == (11, 7, 4)
+
+
+def test_a_user_task_registers_without_editing_the_library(registered):
+  _, _, rows = registered
+  lay = L.make_layout("text_to_video", vocab=VOCAB, latent_hw=(4, 4))
+  videopoet.register_layout_task(
+      "user_reversed_t2v", tokenized()["vid"], lay,
+      lambda layout, clip: {L.VIDEO_OUT: tf.reverse(clip["video_tokens"], [0])}, overwrite=True)
+  got = lay.extract(_first("user_reversed_t2v")[0]["tokens"])
+  np.testing.assert_array_equal(got["video"], rows[0]["video_tokens"][::-1])
