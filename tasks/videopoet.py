@@ -11,21 +11,24 @@ prefix). Every preprocessor turns a tokenized clip into the LM example of the ta
 (`vp_jax.sequence.layout`, built by `vp_jax.data.lm_examples.tf_build`):
 `tokens` int32 [L], `loss_mask` bool [L], `prefix_length` int32 [] and, for data with text,
 `text_embeddings` float32 [64, D] and `text_mask` bool [64] (every task of a dataset with text
-embeddings has them; unconditional video gets an all-False mask). Every example of one task has the same
-length L, which is what alternating gradient descent (vp_jax.data.agd) groups by.
+embeddings has them; unconditional video gets an all-False mask). Every example of one task has
+the same length L, which is what alternating gradient descent (vp_jax.data.agd) groups by.
 
 Where the codes come from (features of docs/data_format.md):
 
-| kind | inputs | output |
-|---|---|---|
-| unconditional_video, text_to_video | - / text | video_tokens |
-| text_to_image (image data) | text | video_tokens [1, H', W'] |
-| future_prediction | text, video_tokens[:c] (c drawn per example from `future_context_frames`) | video_tokens[c:] |
-| image_to_video | text, video_tokens[:1] (= the first frame alone: the tokenizer is causal) | video_tokens[1:] |
-| inpainting / outpainting | text, commit_{inpaint,outpaint}_central_tokens (COMMIT: the masked video) | video_tokens |
-| stylization (+ `_first_frame`) | text, stylization_tokens [, first_frame_tokens] | video_tokens |
-| audio_to_video / video_to_audio | text, audio_tokens / video_tokens | video_tokens / audio_tokens |
-| audio_video_continuation | text, video_tokens[:1], audio of that span | the rest of both |
+    kind                             inputs (besides text)               output
+    unconditional_video, t2v         -                                   video_tokens
+    text_to_image (image data)       -                                   video_tokens [1, H', W']
+    future_prediction                video_tokens[:c], c drawn per       video_tokens[c:]
+                                     example (`future_context_frames`)
+    image_to_video                   video_tokens[:1] (the first frame:  video_tokens[1:]
+                                     the tokenizer is causal)
+    inpainting / outpainting         commit_{inpaint,outpaint}_central_  video_tokens
+                                     tokens (COMMIT: the masked video)
+    stylization (+ _first_frame)     stylization_tokens [+ first frame]  video_tokens
+    audio_to_video                   audio_tokens                        video_tokens
+    video_to_audio                   video_tokens                        audio_tokens
+    audio_video_continuation         video_tokens[:1] + its audio        the rest of both
 
 Audio tasks use only clips with `has_audio`. Tasks whose text is optional in the paper get text when
 the data has text embeddings (an empty caption has an all-False `text_mask`, i.e. no text).
@@ -140,7 +143,7 @@ def register_layout_task(name: str, data_dir: str | Mapping[str, str],
       preprocessors=[preprocess], output_features=_features(layouts, text_features))
 
 
-# -- the VideoPoet tasks ----------------------------------------------------------------------------
+# -- the VideoPoet tasks ---------------------------------------------------------------------
 def videopoet_codes(layout: L.Layout, clip: Mapping[str, tf.Tensor]) -> dict[str, tf.Tensor]:
   """The code segments of a VideoPoet task's layout from a tokenized clip (table above)."""
   task, video = layout.task, clip["video_tokens"]

@@ -17,7 +17,8 @@ datasets, the two stylization variants) splits its share equally among its seqio
 | `{p}_ssl` | Uncond, FP, Painting, AVCont |
 | `{p}_no_t2i` | T2V, Uncond, FP, Painting, AVCont |
 | `{p}_all` | T2I, T2V, Uncond, FP, Painting, AVCont |
-| `{p}_pretrain` | schedule: image (T2I) 90% / video (every other kind, uniform) 10% for the first 25% of steps, then 10% / 90% (paper 4.2); seqio mixtures `{p}_pretrain_stage0/1` |
+| `{p}_pretrain` | schedule (paper 4.2): image (T2I) 90% / video (every other kind, uniform) |
+|  | 10% for the first 25% of steps, then 10% / 90%; seqio mixtures `{p}_pretrain_stage0/1` |
 | `{p}_adapt_t2v` | T2I, T2V (paper 5.1: the model fine-tuned for text-to-video evaluation) |
 | `{p}_adapt_t2v_i2v` | T2V, I2V (paper 4.2: fine-tuning on a high-quality subset) |
 | `{p}_adapt_v2a` | video-to-audio (paper 4.2, 5.1) |
