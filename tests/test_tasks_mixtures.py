@@ -1,6 +1,6 @@
 """Mixtures: Table 2 rows uniform over their columns, the two-stage pretraining schedule switching
-at 25% of the steps, rates over many draws matching, mixtures lacking a task refused with the reason;
-and the AGD iterator: unpadded single-task batches, token-budget batch sizes, exact resume."""
+at 25% of the steps, rates over many draws matching, mixtures lacking a task refused with the
+reason; and the AGD iterator: unpadded single-task batches, token-budget batch sizes, exact resume."""
 import collections
 
 import numpy as np
