@@ -83,6 +83,31 @@ def _features(layouts: Sequence[L.Layout], text: bool) -> dict[str, seqio.Featur
   return out
 
 
+class TokenizedSource(seqio.FunctionDataSource):
+  """The clips of a tokenized dataset ({split: dir}) as a seqio source. Input processes read
+  disjoint sets of shard files when there are at least as many files as processes (seqio then
+  passes the ShardInfo here); otherwise seqio shards the examples."""
+
+  def __init__(self, splits: Mapping[str, str]):
+    self._dirs = dict(splits)
+
+    def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None):
+      return read_tokenized(self._dirs[split], shuffle_files=shuffle_files, seed=seed)
+
+    super().__init__(dataset_fn, splits=tuple(self._dirs))
+
+  def list_shards(self, split: str) -> list[str]:
+    return list(load_manifest(self._dirs[split])["shards"])
+
+  def get_dataset(self, split: str = "train", shuffle: bool = True, seed: int | None = None,
+                  shard_info: seqio.ShardInfo | None = None, *, sequence_length=None,
+                  use_cached: bool = False, num_epochs: int | None = 1) -> tf.data.Dataset:
+    del sequence_length, use_cached, num_epochs   # seqio repeats and caches above the source
+    index, count = (shard_info.index, shard_info.num_shards) if shard_info else (0, 1)
+    return read_tokenized(self._dirs[split], shuffle_files=shuffle, seed=seed,
+                          shard_index=index, num_shards=count)
+
+
 def register_layout_task(name: str, data_dir: str | Mapping[str, str],
                          layouts: L.Layout | Sequence[L.Layout], codes_fn: CodesFn, *,
                          filter_fn: Callable[[Mapping[str, tf.Tensor]], tf.Tensor] | None = None,
@@ -112,9 +137,6 @@ def register_layout_task(name: str, data_dir: str | Mapping[str, str],
   if with_text and not text_features:
     raise ValueError(f"{name}: the layout has text slots; text_features must be True.")
 
-  def dataset_fn(split: str, shuffle_files: bool, seed: int | None = None) -> tf.data.Dataset:
-    return read_tokenized(splits[split], shuffle_files=shuffle_files, seed=seed)
-
   def to_example(clip, seed=None):
     if len(layouts) == 1:
       out = tf_build(layouts[0], codes_fn(layouts[0], clip))
@@ -139,7 +161,7 @@ def register_layout_task(name: str, data_dir: str | Mapping[str, str],
   if overwrite:
     seqio.TaskRegistry.remove(name)
   return seqio.TaskRegistry.add(
-      name, source=seqio.FunctionDataSource(dataset_fn, splits=tuple(splits)),
+      name, source=TokenizedSource(splits),
       preprocessors=[preprocess], output_features=_features(layouts, text_features))
 
 

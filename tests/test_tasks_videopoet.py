@@ -236,3 +236,18 @@ def test_a_user_task_registers_without_editing_the_library(registered):
       lambda layout, clip: {L.VIDEO_OUT: tf.reverse(clip["video_tokens"], [0])}, overwrite=True)
   got = lay.extract(_first("user_reversed_t2v")[0]["tokens"])
   np.testing.assert_array_equal(got["video"], rows[0]["video_tokens"][::-1])
+
+
+def test_input_processes_read_disjoint_shards(registered):
+  _, _, rows = registered
+  task = seqio.get_mixture_or_task("t_vid_text_to_video_128x128_17")
+  assert len(task.source.list_shards("train")) == 2          # 6 clips, 4 per shard file
+  seen = []
+  for index in range(2):
+    ds = task.get_dataset(None, split="train", shuffle=False, num_epochs=1, use_cached=False,
+                          shard_info=seqio.ShardInfo(index=index, num_shards=2))
+    seen.append([e["tokens"].tobytes() for e in ds.as_numpy_iterator()])
+  assert [len(s) for s in seen] == [4, 2] and not set(seen[0]) & set(seen[1])
+  lay = L.make_layout("text_to_video", vocab=VOCAB, latent_hw=(4, 4), with_text=True)
+  expected = {lay.build({L.VIDEO_OUT: r["video_tokens"]})["tokens"].tobytes() for r in rows}
+  assert set(seen[0]) | set(seen[1]) == expected
