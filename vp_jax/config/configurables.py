@@ -13,6 +13,7 @@ from vp_jax.parallel.mesh import MeshConfig
 from vp_jax.sequence.vocab import Vocabulary
 from vp_jax.train.optim import OptimizerConfig
 from vp_jax.train.run import train as _train
+from vp_jax.train.run_lm import train_lm as _train_lm
 from vp_jax.train.trainer import TrainerConfig
 
 for _cls in (MeshConfig, OptimizerConfig, TrainerConfig, toy_lm.ToyLMConfig,
@@ -35,3 +36,4 @@ def prefix_lm_preset(name: str = "cpu", **overrides) -> prefix_lm_config.PrefixL
 
 
 train = gin.external_configurable(_train, name="train")
+train_lm = gin.external_configurable(_train_lm, name="train_lm")

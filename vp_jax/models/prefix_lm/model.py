@@ -165,7 +165,9 @@ class PrefixLM(nnx.Module):
     nll = sums["nll"] / count
     loss = nll + cfg.z_loss * sums["z"] / count
     return loss, {"nll": nll, "accuracy": sums["correct"] / count, "tokens": sums["weight"],
-                  "log_z_sq": sums["z"] / count}
+                  "log_z_sq": sums["z"] / count,
+                  # PAD positions / positions: 0 with AGD batches (vp_jax.data.agd).
+                  "padding_ratio": jnp.mean((tokens == Special.PAD).astype(jnp.float32))}
 
   # -- generation -------------------------------------------------------------------------------
   def prefill(self, tokens: jax.Array, *, cache_length: int, text: jax.Array | None = None,
