@@ -32,7 +32,7 @@ def load_tokenizers(video_dir: str, audio_dir: str | None, text_dir: str | None,
     from vp_jax.text import EmbeddingCache, TextEncoder
     text = TextEncoder.load(text_dir)
     if text_cache_dir:
-      cache = EmbeddingCache(text_cache_dir, text_dir)
+      cache = EmbeddingCache(text_cache_dir, text.model_id)  # keyed by the weights, not the path
   return Tokenizers(video=video, audio=audio, text=text, text_cache=cache)
 
 
