@@ -6,13 +6,15 @@ import dataclasses
 
 import gin
 
-from vp_jax.models import toy_lm
+from vp_jax.models import magvit, toy_lm
+from vp_jax.models.magvit.train import train_video_tokenizer as _train_video_tokenizer
 from vp_jax.parallel.mesh import MeshConfig
 from vp_jax.train.optim import OptimizerConfig
 from vp_jax.train.run import train as _train
 from vp_jax.train.trainer import TrainerConfig
 
-for _cls in (MeshConfig, OptimizerConfig, TrainerConfig, toy_lm.ToyLMConfig):
+for _cls in (MeshConfig, OptimizerConfig, TrainerConfig, toy_lm.ToyLMConfig, magvit.MagvitConfig,
+             magvit.PerceptualConfig):
   gin.external_configurable(_cls, module="vp_jax")
 
 
@@ -24,4 +26,12 @@ def toy_lm_preset(name: str = "tiny", **overrides) -> toy_lm.ToyLMConfig:
   return dataclasses.replace(toy_lm.PRESETS[name], **overrides)
 
 
+@gin.configurable(module="vp_jax")
+def magvit_preset(name: str = "small", **overrides) -> magvit.MagvitConfig:
+  """A named MagvitConfig preset (vp_jax/models/magvit/config.py) with field overrides."""
+  return magvit.preset(name, **overrides)
+
+
 train = gin.external_configurable(_train, name="train")
+train_video_tokenizer = gin.external_configurable(_train_video_tokenizer,
+                                                  name="train_video_tokenizer")
