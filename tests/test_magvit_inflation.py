@@ -41,12 +41,10 @@ def test_inflated_video_model_reproduces_image_model():
   still = synthetic.moving_shapes_batch(0, 0, 2, 1, 16, 16)                  # [2, 1, 16, 16, 3]
   static = jnp.asarray(np.repeat(still, 9, axis=1), jnp.float32) / 127.5 - 1  # static video
   first = static[:, :1]
-  z_img, z_vid = image.encoder(first), video.encoder(static)
+  run = nnx.jit(lambda m, x: (m.encoder(x), m(x)[0]))
+  (z_img, out_img), (z_vid, out_vid) = run(image, first), run(video, static)
   np.testing.assert_allclose(np.asarray(z_vid[:, 0]), np.asarray(z_img[:, 0]), atol=1e-4)
-  np.testing.assert_array_equal(np.asarray(video.encode(static)[:, 0]),
-                                np.asarray(image.encode(first)[:, 0]))
-  out_img, _ = image(first)
-  out_vid, _ = video(static)
+  np.testing.assert_array_equal(np.asarray(z_vid[:, 0] > 0), np.asarray(z_img[:, 0] > 0))
   np.testing.assert_allclose(np.asarray(out_vid[:, 0]), np.asarray(out_img[:, 0]), atol=1e-4)
   # On a static video every latent frame equals the image's latent (weights only see frame t).
   np.testing.assert_allclose(np.asarray(z_vid[:, 2]), np.asarray(z_img[:, 0]), atol=1e-4)

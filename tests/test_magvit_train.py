@@ -10,22 +10,25 @@ import pytest
 from vp_jax.config import gin_cli
 from vp_jax.models import registry
 from vp_jax.models.magvit import preset, synthetic
-from vp_jax.models.magvit.train import train_video_tokenizer
+from vp_jax.models.magvit.train import train_video_tokenizer, write_model_config
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import DEFAULT_RULES
 from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
 from vp_jax.train.optim import OptimizerConfig
 from vp_jax.train.trainer import Trainer, TrainerConfig
 
-OPT = {"generator": OptimizerConfig(learning_rate=1e-3, warmup_steps=1),
+OPT = {"generator": OptimizerConfig(learning_rate=1e-3),
        "discriminator": OptimizerConfig(learning_rate=1e-4)}
 
 
 def test_two_groups_and_discriminator_warmup(tmp_path):
   cfg = preset("tiny", disc_start_step=2)
+  workdir = str(tmp_path / "run")
+  write_model_config(workdir, cfg)
   trainer = Trainer(registry.factory(cfg),
-                    TrainerConfig(train_steps=4, optimizers=OPT, progress=False, log_every=1),
-                    make_mesh(MeshConfig(), jax.devices()[:2]), DEFAULT_RULES, None)
+                    TrainerConfig(train_steps=4, optimizers=OPT, progress=False, log_every=1,
+                                  async_checkpointing=False),
+                    make_mesh(MeshConfig(), jax.devices()[:2]), DEFAULT_RULES, workdir)
   assert trainer.spec.groups == {"generator": ("tokenizer",), "discriminator": ("discriminator",)}
   state = trainer.init_or_restore()
   data = synthetic.moving_shapes_iterator(2, 5, 16, 16)
@@ -58,31 +61,34 @@ def test_two_groups_and_discriminator_warmup(tmp_path):
   assert ema != 0.0
   assert any(np.any(a != b) for a, b in zip(
       jax.tree.leaves(disc0), jax.tree.leaves(jax.device_get(state.params["discriminator"]))))
-
-
-def test_gin_entry_point_and_load(tmp_path):
-  workdir = str(tmp_path / "run")
-  argv = ["--gin_file=platforms/cpu.gin", "--gin_file=models/magvit_small.gin",
-          f"--gin.MODEL_DIR='{workdir}'", "--gin.TRAIN_STEPS=2", "--gin.BATCH_SIZE=8",
-          "--gin.vp_jax.magvit_preset.name='tiny'", "--gin.NUM_FRAMES=5", "--gin.RESOLUTION=16",
-          "--gin.vp_jax.TrainerConfig.progress=False", "--gin.vp_jax.TrainerConfig.eval_every=0"]
-  from vp_jax.config import configurables
-  result = gin_cli.run(lambda: configurables.train_video_tokenizer(), argv)
-  assert sorted(result.losses) == [1, 2]
-  assert os.path.exists(os.path.join(workdir, "operative_config.gin"))
+  # Save through the shared Checkpointer; the API loads the tokenizer weights back.
+  trainer.checkpointer.save(4, state, data.get_state())
+  trainer.close()
   tok = VideoTokenizer.load(workdir)
-  assert tok.config == preset("tiny")
-  clip = synthetic.moving_shapes_batch(5, 0, 1, 5, 16, 16)
-  ids = tok.encode(clip)
-  assert ids.shape == (1, 2, 2, 2)
-  # The loaded weights are the trained ones (step 2), not a fresh init.
-  same = VideoTokenizer.load(os.path.join(workdir, "checkpoints"))
-  np.testing.assert_array_equal(np.asarray(same.encode(clip)), np.asarray(ids))
-  params = jax.device_get(result.state.params["tokenizer"])
-  np.testing.assert_array_equal(np.asarray(VideoTokenizer(tok.config, params).encode(clip)),
-                                np.asarray(ids))
+  assert tok.config == cfg
+  clip = synthetic.moving_shapes_batch(5, 0, 2, 5, 16, 16)
+  params = jax.device_get(state.params["tokenizer"])
+  np.testing.assert_array_equal(np.asarray(tok.encode(clip)),
+                                np.asarray(VideoTokenizer(cfg, params).encode(clip)))
   with pytest.raises(FileNotFoundError, match="magvit_config.json"):
     VideoTokenizer.load(str(tmp_path))
+
+
+def test_gin_entry_point_configures_training(tmp_path):
+  """The gin file binds every argument of train_video_tokenizer (run for real by the slow test and
+  by the inflation test)."""
+  import gin
+  flags = gin_cli.parse_flags(["--gin_file=models/magvit_small.gin", "--gin.MODEL_DIR='/tmp/x'",
+                               "--gin.TRAIN_STEPS=7", "--gin.NUM_FRAMES=9"])
+  gin_cli.configure(flags)
+  from vp_jax.config import configurables
+  bound = {k: gin.query_parameter(f"train_video_tokenizer.{k}")
+           for k in ("batch_size", "num_frames", "height", "width")}
+  assert bound == {"batch_size": 8, "num_frames": 9, "height": 64, "width": 64}
+  assert configurables.magvit_preset() == preset("small")
+  gin.clear_config()
+  with pytest.raises(SystemExit):
+    gin_cli.run(lambda: None, ["--gin_file=models/magvit_small.gin"])  # MODEL_DIR is required
 
 
 def held_out_psnr(tok, clips):

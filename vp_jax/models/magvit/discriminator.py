@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vp_jax.models.magvit.conv import conv_init
+from vp_jax.models.magvit.conv import conv_init, with_rbg
 from vp_jax.parallel.sharding import constrain
 
 
@@ -65,7 +65,7 @@ class Discriminator(nnx.Module):
       width = filters * m
     self.blocks = nnx.List(blocks)
     self.conv_out = _Conv(width, width, 3, rngs=rngs)
-    dense = dict(kernel_init=nnx.with_partitioning(nnx.initializers.lecun_normal(),
+    dense = dict(kernel_init=nnx.with_partitioning(with_rbg(nnx.initializers.lecun_normal()),
                                                    ("conv_in", "conv_out")),
                  bias_init=nnx.with_partitioning(nnx.initializers.zeros, ("conv_out",)))
     self.dense1 = nnx.Linear(width, width, rngs=rngs, **dense)

@@ -64,9 +64,18 @@ def restore_params(model_dir: str, step: int | None = None) -> tuple[dict, int]:
     cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), tree)
     restored = ocp.StandardCheckpointer().restore(path, target)
-    return jax.tree.map(np.asarray, restored["params"]), step
+    return _int_keys(jax.tree.map(np.asarray, restored["params"])), step
   finally:
     ckpt.close()
+
+
+def _int_keys(tree):
+  """Orbax restores list-like module containers (nnx.List) with string keys '0', '1', ...; NNX's
+  pure dicts use ints."""
+  if not isinstance(tree, dict):
+    return tree
+  return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v)
+          for k, v in tree.items()}
 
 
 def _inflate_into_step0(runner: Trainer, init_from: str, cfg: MagvitConfig) -> None:
