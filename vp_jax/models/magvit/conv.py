@@ -8,6 +8,7 @@ Space uses TF "SAME" padding. Layout is channels-last: [B, T, H, W, C].
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -16,27 +17,40 @@ from flax import nnx
 
 
 
-def rbg_key(key: jax.Array) -> jax.Array:
-  """A threefry key (typed or raw uint32[2]) -> an "rbg" key for drawing large init tensors.
+def _fmix32(h: jax.Array) -> jax.Array:
+  """MurmurHash3's 32-bit finalizer: a bijective avalanche mix of uint32 values."""
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x85EBCA6B)
+  h = h ^ (h >> 13)
+  h = h * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
 
-  On this project's XLA CPU build, compiling threefry bit generation for many parameter shapes
-  takes minutes (ten conv kernels: > 6 min on a loaded 2-core machine); XLA's RngBitGenerator
-  ("rbg") compiles in seconds. Keys are still derived from the model's threefry Rngs, so the
-  initialization stays a pure function of the seed."""
+
+def hash_uniform(key: jax.Array, shape: Sequence[int]) -> jax.Array:
+  """float32 uniform [0, 1) of `shape`, from a counter hash keyed by `key` (typed or raw uint32).
+
+  Why not `jax.random`: on this project's XLA CPU build, compiling the random bit generators is
+  slow per parameter tensor (threefry: ten conv kernels took > 6 min on a loaded 2-core machine;
+  rbg ~1 s each), and a tokenizer has hundreds of tensors. A keyed integer hash of the element index
+  is a handful of fused integer ops, compiles in milliseconds and is a pure function of the key."""
   data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
   data = data.reshape(-1).astype(jnp.uint32)
-  return jax.random.wrap_key_data(jnp.concatenate([data, data ^ jnp.uint32(0x9E3779B9)]),
-                                  impl="rbg")
+  n = math.prod(shape)
+  h = _fmix32(jnp.arange(n, dtype=jnp.uint32) * jnp.uint32(0x9E3779B1) + data[0])
+  h = _fmix32(h ^ data[-1])
+  return ((h >> 8).astype(jnp.float32) * (1.0 / (1 << 24))).reshape(tuple(shape))
 
 
-def with_rbg(init):
-  """Wraps an initializer so its randomness is drawn with an rbg key (see `rbg_key`)."""
-  def wrapped(key, shape, dtype=jnp.float32):
-    return init(rbg_key(key), shape, dtype)
-  return wrapped
+def variance_scaling_uniform(scale: float = 1.0, fan_in_axes: int = -1):
+  """He/LeCun-style init: uniform with variance scale / fan_in, fan_in = prod(shape[:-1])."""
+  def init(key, shape, dtype=jnp.float32):
+    fan_in = max(math.prod(shape[:fan_in_axes]), 1)
+    limit = math.sqrt(3.0 * scale / fan_in)
+    return ((2.0 * hash_uniform(key, shape) - 1.0) * limit).astype(dtype)
+  return init
 
 
-conv_init = with_rbg(nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal"))
+conv_init = variance_scaling_uniform(1.0)
 
 
 def _same_pad(size: int, k: int, s: int) -> tuple[int, int]:

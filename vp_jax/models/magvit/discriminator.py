@@ -10,7 +10,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vp_jax.models.magvit.conv import conv_init, with_rbg
+from vp_jax.models.magvit.conv import conv_init, variance_scaling_uniform
 from vp_jax.parallel.sharding import constrain
 
 
@@ -23,13 +23,15 @@ def _conv(x: jax.Array, kernel: jax.Array, bias: jax.Array) -> jax.Array:
 
 
 def avg_pool(x: jax.Array) -> jax.Array:
-  """2x average pool over H, W, and over T when T > 1 (odd T: the last window is partial)."""
-  ft = 2 if x.shape[1] > 1 else 1
-  window = (1, ft, 2, 2, 1)
-  pad = [(0, 0), (0, (-x.shape[1]) % ft), (0, x.shape[2] % 2), (0, x.shape[3] % 2), (0, 0)]
-  total = jax.lax.reduce_window(x, 0.0, jax.lax.add, window, window, pad)
-  count = jax.lax.reduce_window(jnp.ones_like(x), 0.0, jax.lax.add, window, window, pad)
-  return total / count
+  """2x average pool over H, W, and over T when T > 1; odd sizes are edge-padded first.
+  [B, T, H, W, C] -> [B, ceil(T/2) or 1, ceil(H/2), ceil(W/2), C]."""
+  b, t, h, w, c = x.shape
+  ft = 2 if t > 1 else 1
+  pad = [(0, 0), (0, (-t) % ft), (0, h % 2), (0, w % 2), (0, 0)]
+  if any(p[1] for p in pad):
+    x = jnp.pad(x, pad, mode="edge")
+  t2, h2, w2 = x.shape[1] // ft, x.shape[2] // 2, x.shape[3] // 2
+  return x.reshape(b, t2, ft, h2, 2, w2, 2, c).mean(axis=(2, 4, 6))
 
 
 class _Conv(nnx.Module):
@@ -65,7 +67,7 @@ class Discriminator(nnx.Module):
       width = filters * m
     self.blocks = nnx.List(blocks)
     self.conv_out = _Conv(width, width, 3, rngs=rngs)
-    dense = dict(kernel_init=nnx.with_partitioning(with_rbg(nnx.initializers.lecun_normal()),
+    dense = dict(kernel_init=nnx.with_partitioning(variance_scaling_uniform(1.0),
                                                    ("conv_in", "conv_out")),
                  bias_init=nnx.with_partitioning(nnx.initializers.zeros, ("conv_out",)))
     self.dense1 = nnx.Linear(width, width, rngs=rngs, **dense)

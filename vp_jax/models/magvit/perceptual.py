@@ -21,7 +21,7 @@ import numpy as np
 from flax import nnx
 
 from vp_jax.models.magvit.config import PerceptualConfig
-from vp_jax.models.magvit.conv import with_rbg
+from vp_jax.models.magvit.conv import variance_scaling_uniform
 
 LPIPS_SHIFT = np.array([-0.030, -0.088, -0.188], np.float32)
 LPIPS_SCALE = np.array([0.458, 0.448, 0.450], np.float32)
@@ -95,7 +95,7 @@ class LPIPS(nnx.Module):
       if not (cfg.vgg_weights and cfg.lpips_weights):
         raise ValueError("PerceptualConfig: give both vgg_weights and lpips_weights (or neither).")
       loaded = load_lpips_weights(cfg)
-    init = with_rbg(nnx.initializers.variance_scaling(2.0, "fan_in", "normal"))
+    init = variance_scaling_uniform(2.0)
     self.weights = nnx.Dict()
     cin = 3
     for b, (n, width) in enumerate(zip(cfg.convs_per_block, cfg.widths)):

@@ -45,4 +45,4 @@ def create_tokenizer(cfg: MagvitConfig, seed: int = 0) -> MagvitTokenizer:
   """A randomly initialized tokenizer outside any mesh (the logical-axis metadata is kept, but no
   sharding is applied at creation)."""
   with nnx.use_eager_sharding(False):
-    return MagvitTokenizer(cfg, rngs=nnx.Rngs(seed))
+    return nnx.jit(lambda: MagvitTokenizer(cfg, rngs=nnx.Rngs(seed)))()
