@@ -14,23 +14,29 @@ from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
 TINY = preset("tiny")
 
 
-def _abstract_latent(cfg, t, h, w):
-  def run():
-    model = create_tokenizer(cfg, 0)
-    z = model.encoder(jnp.zeros((1, t, h, w, 3)))
-    return z, model.decoder(z)
-  return jax.eval_shape(run)
+@pytest.fixture(scope="module")
+def paper_model():
+  """The paper-scale tokenizer, abstract (shapes only; never allocated)."""
+  with nnx.use_eager_sharding(False):
+    return nnx.eval_shape(lambda: MagvitTokenizer(preset("paper"), rngs=nnx.Rngs(0)))
+
+
+def _abstract_latent(model, t, h, w):
+  def run(m, x):
+    z = m.encoder(x)
+    return z, m.decoder(z)
+  return nnx.eval_shape(run, model, jax.ShapeDtypeStruct((1, t, h, w, 3), jnp.float32))
 
 
 @pytest.mark.parametrize("thw,latent", [((17, 128, 128), (5, 16, 16)),
                                         ((17, 224, 128), (5, 28, 16)),
                                         ((1, 128, 128), (1, 16, 16)),
                                         ((41, 128, 128), (11, 16, 16))])
-def test_paper_preset_shapes(thw, latent):
+def test_paper_preset_shapes(paper_model, thw, latent):
   cfg = preset("paper")
   assert cfg.codebook_size == 2 ** 18
   assert cfg.latent_shape(*thw) == latent
-  z, recon = _abstract_latent(cfg, *thw)
+  z, recon = _abstract_latent(paper_model, *thw)
   assert z.shape == (1, *latent, 18)
   assert recon.shape == (1, *thw, 3)
   assert int(np.prod(latent)) == {(5, 16, 16): 1280, (5, 28, 16): 2240, (1, 16, 16): 256,
@@ -61,10 +67,12 @@ def _expected_params(cfg):
   return n + 2 * w + conv(9 * kt, w, 3)
 
 
-@pytest.mark.parametrize("name", ["paper", "paper_image", "small", "tiny"])
-def test_parameter_count(name):
+@pytest.mark.parametrize("name", ["paper", "small_image", "small", "tiny"])
+def test_parameter_count(paper_model, name):
   cfg = preset(name)
-  model = nnx.eval_shape(lambda: create_tokenizer(cfg, 0))
+  with nnx.use_eager_sharding(False):
+    model = paper_model if name == "paper" else nnx.eval_shape(
+        lambda: MagvitTokenizer(cfg, rngs=nnx.Rngs(0)))
   n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
   assert n == _expected_params(cfg)
   if name == "paper":

@@ -82,9 +82,14 @@ def test_gin_entry_point_configures_training(tmp_path):
                                "--gin.TRAIN_STEPS=7", "--gin.NUM_FRAMES=9"])
   gin_cli.configure(flags)
   from vp_jax.config import configurables
-  bound = {k: gin.query_parameter(f"train_video_tokenizer.{k}")
-           for k in ("batch_size", "num_frames", "height", "width")}
-  assert bound == {"batch_size": 8, "num_frames": 9, "height": 64, "width": 64}
+  macros = {k: gin_cli.query_macro(k) for k in ("BATCH_SIZE", "NUM_FRAMES", "RESOLUTION",
+                                                  "MODEL_DIR", "TRAIN_STEPS")}
+  assert macros == {"BATCH_SIZE": 8, "NUM_FRAMES": 9, "RESOLUTION": 64, "MODEL_DIR": "/tmp/x",
+                    "TRAIN_STEPS": 7}
+  for arg in ("batch_size", "num_frames", "height", "width", "model_dir", "model", "trainer"):
+    gin.query_parameter(f"train_video_tokenizer.{arg}")      # raises if the gin file missed one
+  optimizers = gin.query_parameter("vp_jax.TrainerConfig.optimizers")
+  assert sorted(optimizers) == ["discriminator", "generator"]
   assert configurables.magvit_preset() == preset("small")
   gin.clear_config()
   with pytest.raises(SystemExit):
@@ -118,3 +123,27 @@ def test_small_preset_reaches_psnr_target(tmp_path):
   ids = np.asarray(tok.encode(clips))
   print(f"held-out PSNR {value:.2f} dB; distinct codes {len(np.unique(ids))} of {ids.size}")
   assert value >= 25.0
+
+
+@pytest.mark.slow
+def test_image_pretraining_then_inflation_through_trainer(tmp_path):
+  """train_video_tokenizer on images (tiny_image), then a video run with init_from: its step-0
+  checkpoint holds the inflated image weights, and training continues from there."""
+  opt = TrainerConfig(train_steps=1, optimizers=OPT, progress=False, async_checkpointing=False)
+  image_dir, video_dir = str(tmp_path / "image"), str(tmp_path / "video")
+  train_video_tokenizer(model_dir=image_dir, model=preset("tiny_image"), trainer=opt,
+                        batch_size=2, num_frames=1, height=16, width=16)
+  from vp_jax.models.magvit.inflation import inflate_params
+  from vp_jax.models.magvit.train import restore_params
+  image_params, _ = restore_params(image_dir)
+  result = train_video_tokenizer(model_dir=video_dir, model=preset("tiny"), trainer=opt,
+                                 batch_size=2, num_frames=5, height=16, width=16,
+                                 init_from=image_dir)
+  assert result.start_step == 0 and sorted(result.losses) == [1]
+  step0, _ = restore_params(video_dir, step=0)
+  expected = inflate_params(image_params["tokenizer"], step0["tokenizer"])
+  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(step0["tokenizer"])):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  with pytest.raises(ValueError, match="inflation starts from an image model"):
+    train_video_tokenizer(model_dir=str(tmp_path / "v2"), model=preset("tiny"), trainer=opt,
+                          batch_size=2, num_frames=5, height=16, width=16, init_from=video_dir)
