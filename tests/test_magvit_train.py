@@ -132,12 +132,12 @@ def test_image_pretraining_then_inflation_through_trainer(tmp_path):
   opt = TrainerConfig(train_steps=1, optimizers=OPT, progress=False, async_checkpointing=False)
   image_dir, video_dir = str(tmp_path / "image"), str(tmp_path / "video")
   train_video_tokenizer(model_dir=image_dir, model=preset("tiny_image"), trainer=opt,
-                        batch_size=2, num_frames=1, height=16, width=16)
+                        batch_size=8, num_frames=1, height=16, width=16)
   from vp_jax.models.magvit.inflation import inflate_params
   from vp_jax.models.magvit.train import restore_params
   image_params, _ = restore_params(image_dir)
   result = train_video_tokenizer(model_dir=video_dir, model=preset("tiny"), trainer=opt,
-                                 batch_size=2, num_frames=5, height=16, width=16,
+                                 batch_size=8, num_frames=5, height=16, width=16,
                                  init_from=image_dir)
   assert result.start_step == 0 and sorted(result.losses) == [1]
   step0, _ = restore_params(video_dir, step=0)
@@ -146,4 +146,4 @@ def test_image_pretraining_then_inflation_through_trainer(tmp_path):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(ValueError, match="inflation starts from an image model"):
     train_video_tokenizer(model_dir=str(tmp_path / "v2"), model=preset("tiny"), trainer=opt,
-                          batch_size=2, num_frames=5, height=16, width=16, init_from=video_dir)
+                          batch_size=8, num_frames=5, height=16, width=16, init_from=video_dir)
