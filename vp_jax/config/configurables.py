@@ -7,7 +7,8 @@ import dataclasses
 import gin
 
 from vp_jax.generate.sampling import SamplingConfig
-from vp_jax.models import toy_lm
+from vp_jax.models import magvit, toy_lm
+from vp_jax.models.magvit.train import train_video_tokenizer as _train_video_tokenizer
 from vp_jax.models.prefix_lm import config as prefix_lm_config
 from vp_jax.parallel.mesh import MeshConfig
 from vp_jax.sequence.vocab import Vocabulary
@@ -17,7 +18,8 @@ from vp_jax.train.run_lm import train_lm as _train_lm
 from vp_jax.train.trainer import TrainerConfig
 
 for _cls in (MeshConfig, OptimizerConfig, TrainerConfig, toy_lm.ToyLMConfig,
-             prefix_lm_config.PrefixLMConfig, Vocabulary, SamplingConfig):
+             prefix_lm_config.PrefixLMConfig, Vocabulary, SamplingConfig, magvit.MagvitConfig,
+             magvit.PerceptualConfig):
   gin.external_configurable(_cls, module="vp_jax")
 
 
@@ -35,5 +37,13 @@ def prefix_lm_preset(name: str = "cpu", **overrides) -> prefix_lm_config.PrefixL
   return prefix_lm_config.preset(name, **overrides)
 
 
+@gin.configurable(module="vp_jax")
+def magvit_preset(name: str = "small", **overrides) -> magvit.MagvitConfig:
+  """A named MagvitConfig preset (vp_jax/models/magvit/config.py) with field overrides."""
+  return magvit.preset(name, **overrides)
+
+
 train = gin.external_configurable(_train, name="train")
 train_lm = gin.external_configurable(_train_lm, name="train_lm")
+train_video_tokenizer = gin.external_configurable(_train_video_tokenizer,
+                                                  name="train_video_tokenizer")

@@ -1,0 +1,88 @@
+"""VideoTokenizer API: shapes, pixel ranges, sharded batches, COMMIT, bad input, load from a
+trainer workdir."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vp_jax.models.magvit import preset, synthetic
+from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
+from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
+
+TINY = preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def tok():
+  return VideoTokenizer.from_module(create_tokenizer(TINY, 0))
+
+
+@pytest.fixture(scope="module")
+def clips():
+  return synthetic.moving_shapes_batch(0, 0, 3, 9, 16, 16)   # uint8 [3, 9, 16, 16, 3]
+
+
+def test_encode_decode_shapes_and_ranges(tok, clips):
+  assert tok.latent_shape(9, 16, 16) == (3, 2, 2)
+  assert tok.frame_shape(3, 2, 2) == (9, 16, 16)
+  ids = tok.encode(clips)                     # batch 3 over 8 devices: padded and sliced back
+  assert ids.shape == (3, 3, 2, 2) and ids.dtype == jnp.int32
+  assert int(ids.min()) >= 0 and int(ids.max()) < 2 ** 18
+  # uint8 and float [0, 1] inputs are the same pixels.
+  np.testing.assert_array_equal(np.asarray(tok.encode(clips.astype(np.float32) / 255.0)),
+                                np.asarray(ids))
+  # The batch is split over the data axis and does not change per-row results.
+  np.testing.assert_array_equal(np.asarray(tok.encode(clips[1:2])), np.asarray(ids[1:2]))
+  frames = tok.decode(ids)
+  assert frames.shape == (3, 9, 16, 16, 3) and frames.dtype == jnp.float32
+  assert float(frames.min()) >= 0.0 and float(frames.max()) <= 1.0
+  image_ids = tok.encode(clips[:, :1])
+  assert image_ids.shape == (3, 1, 2, 2)
+  np.testing.assert_array_equal(np.asarray(image_ids[:, 0]), np.asarray(ids[:, 0]))
+  assert tok.decode(image_ids).shape == (3, 1, 16, 16, 3)
+
+
+def test_commit_encode(tok, clips):
+  visible = np.ones(clips.shape[:4], bool)
+  visible[:, :, 4:12, 4:12] = False           # central inpainting mask
+  cond, target = tok.commit_encode(clips, visible)
+  np.testing.assert_array_equal(np.asarray(target), np.asarray(tok.encode(clips)))
+  masked = np.where(visible[..., None], clips / 255.0, 0.5).astype(np.float32)
+  np.testing.assert_array_equal(np.asarray(cond), np.asarray(tok.encode(masked)))
+  assert np.any(np.asarray(cond) != np.asarray(target))
+  all_visible = tok.commit_encode(clips, np.ones(clips.shape[:4], bool))
+  np.testing.assert_array_equal(np.asarray(all_visible[0]), np.asarray(all_visible[1]))
+  with pytest.raises(ValueError, match="visible: shape"):
+    tok.commit_encode(clips, visible[:, :1])
+  with pytest.raises(ValueError, match="visible: dtype"):
+    tok.commit_encode(clips, visible.astype(np.float32))
+
+
+@pytest.mark.parametrize("bad,match", [
+    (np.zeros((9, 16, 16, 3), np.uint8), "rank 5"),
+    (np.zeros((1, 9, 16, 16, 4), np.uint8), "rank 5, RGB"),
+    (np.zeros((1, 8, 16, 16, 3), np.uint8), "T=8"),
+    (np.zeros((1, 9, 12, 16, 3), np.uint8), "multiples of 8"),
+    (np.full((1, 9, 16, 16, 3), -0.5, np.float32), r"expected \[0, 1\]"),
+    (np.full((1, 9, 16, 16, 3), 3.0, np.float32), r"expected \[0, 1\]"),
+    (np.zeros((1, 9, 16, 16, 3), np.int32), "dtype int32"),
+])
+def test_bad_frames(tok, bad, match):
+  with pytest.raises(ValueError, match=match):
+    tok.encode(bad)
+
+
+def test_bad_ids(tok):
+  with pytest.raises(ValueError, match="ids: expected"):
+    tok.decode(np.zeros((3, 2, 2), np.int32))
+  with pytest.raises(ValueError, match="ids: values span"):
+    tok.decode(np.full((1, 1, 2, 2), 2 ** 18, np.int32))
+  with pytest.raises(ValueError, match="ids: dtype"):
+    tok.decode(np.zeros((1, 1, 2, 2), np.float32))
+
+
+def test_mismatched_params():
+  with pytest.raises(ValueError, match="VideoTokenizer: param"):
+    VideoTokenizer(preset("tiny", filters=16),
+                   nnx.to_pure_dict(nnx.state(create_tokenizer(TINY, 0))))

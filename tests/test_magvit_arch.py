@@ -1,0 +1,179 @@
+"""MAGVIT-v2 architecture: paper-scale shapes (eval_shape only), causality, image == first latent
+frame, depth-to-space, bad-input errors."""
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vp_jax.models.magvit import blocks, lfq, preset
+from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
+
+TINY = preset("tiny")
+
+
+@pytest.fixture(scope="module")
+def paper_model():
+  """The paper-scale tokenizer, abstract (shapes only; never allocated)."""
+  with nnx.use_eager_sharding(False):
+    return nnx.eval_shape(lambda: MagvitTokenizer(preset("paper"), rngs=nnx.Rngs(0)))
+
+
+def _abstract_latent(model, t, h, w):
+  def run(m, x):
+    z = m.encoder(x)
+    return z, m.decoder(z)
+  return nnx.eval_shape(run, model, jax.ShapeDtypeStruct((1, t, h, w, 3), jnp.float32))
+
+
+@pytest.mark.parametrize("thw,latent", [((17, 128, 128), (5, 16, 16)),
+                                        ((17, 224, 128), (5, 28, 16)),
+                                        ((1, 128, 128), (1, 16, 16)),
+                                        ((41, 128, 128), (11, 16, 16))])
+def test_paper_preset_shapes(paper_model, thw, latent):
+  cfg = preset("paper")
+  assert cfg.codebook_size == 2 ** 18
+  assert cfg.latent_shape(*thw) == latent
+  z, recon = _abstract_latent(paper_model, *thw)
+  assert z.shape == (1, *latent, 18)
+  assert recon.shape == (1, *thw, 3)
+  assert int(np.prod(latent)) == {(5, 16, 16): 1280, (5, 28, 16): 2240, (1, 16, 16): 256,
+                                  (11, 16, 16): 2816}[latent]
+
+
+def _expected_params(cfg):
+  """Parameter count from the architecture's definition (widths, blocks, kernels)."""
+  kt, d = cfg.temporal_kernel, cfg.embedding_dim
+  conv = lambda k, cin, cout: k * cin * cout + cout
+  res = lambda cin, cout: (2 * cin + conv(9 * kt, cin, cout) + 2 * cout + conv(9 * kt, cout, cout)
+                           + (conv(1, cin, cout) if cin != cout else 0))
+  widths = [cfg.filters * m for m in cfg.channel_multipliers]
+  n, w = conv(9 * kt, 3, cfg.filters), cfg.filters
+  for level, width in enumerate(widths):                      # encoder
+    for _ in range(cfg.num_res_blocks):
+      n, w = n + res(w, width), width
+    if level < len(widths) - 1:
+      n += conv(9 * kt, w, w)
+  n += cfg.num_res_blocks * res(w, w) + 2 * w + conv(1, w, d)
+  n += conv(9 * kt, d, w) + cfg.num_res_blocks * res(w, w)    # decoder
+  for level in reversed(range(len(widths))):
+    n += d * 2 * w + 2 * w                                     # adaptive group norm
+    for _ in range(cfg.num_res_blocks):
+      n, w = n + res(w, widths[level]), widths[level]
+    if level > 0:
+      n += conv(9 * kt, w, w * 4 * (2 if cfg.temporal_downsample[level - 1] else 1))
+  return n + 2 * w + conv(9 * kt, w, 3)
+
+
+@pytest.mark.parametrize("name", ["paper", "small_image", "small", "tiny"])
+def test_parameter_count(paper_model, name):
+  cfg = preset(name)
+  with nnx.use_eager_sharding(False):
+    model = paper_model if name == "paper" else nnx.eval_shape(
+        lambda: MagvitTokenizer(cfg, rngs=nnx.Rngs(0)))
+  n = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(model, nnx.Param)))
+  assert n == _expected_params(cfg)
+  if name == "paper":
+    assert n == 370_575_253      # encoder + decoder of the paper-scale preset
+
+
+def _tiny_model(seed=0):
+  return create_tokenizer(TINY, seed)
+
+
+_encoder = nnx.jit(lambda m, x: m.encoder(x))
+_decode = nnx.jit(lambda m, ids: m.decode(ids))
+
+
+def test_causality_and_image_is_first_latent_frame():
+  model = _tiny_model()
+  rng = np.random.default_rng(0)
+  video = jnp.asarray(rng.uniform(-1, 1, (2, 9, 16, 16, 3)), jnp.float32)
+  z = _encoder(model, video)
+  ids = lfq.bits_to_ids(z > 0)
+  assert ids.shape == (2, 3, 2, 2) and ids.dtype == jnp.int32
+  # Change the frames after chunk 1 (frames 5..8): latent frames 0 and 1 must not change.
+  changed = video.at[:, 5:].set(jnp.asarray(rng.uniform(-1, 1, (2, 4, 16, 16, 3))))
+  z2 = _encoder(model, changed)
+  np.testing.assert_array_equal(np.asarray(z2[:, :2]), np.asarray(z[:, :2]))
+  assert float(jnp.max(jnp.abs(z2[:, 2] - z[:, 2]))) > 1e-3    # the last chunk does change
+  # Changing frame 1 changes latent frame 1 but not latent frame 0.
+  z3 = _encoder(model, video.at[:, 1].add(0.5))
+  np.testing.assert_array_equal(np.asarray(z3[:, 0]), np.asarray(z[:, 0]))
+  assert float(jnp.max(jnp.abs(z3[:, 1] - z[:, 1]))) > 1e-3
+  # An image tokenizes like the first latent frame of a video starting with it.
+  image_z = _encoder(model, video[:, :1])
+  np.testing.assert_allclose(np.asarray(image_z[:, 0]), np.asarray(z[:, 0]), atol=1e-5)
+  np.testing.assert_array_equal(np.asarray(lfq.bits_to_ids(image_z > 0)[:, 0]),
+                                np.asarray(ids[:, 0]))
+
+
+def test_decoder_is_causal():
+  model = _tiny_model(1)
+  ids = jnp.asarray(np.random.default_rng(1).integers(0, 2 ** 18, (1, 3, 2, 2)), jnp.int32)
+  out = _decode(model, ids)
+  assert out.shape == (1, 9, 16, 16, 3)
+  out2 = _decode(model, ids.at[:, 2].set((ids[:, 2] + 12345) % 2 ** 18))
+  # Latent frame 2 decodes frames 5..8; frames 0..4 do not depend on it.
+  np.testing.assert_array_equal(np.asarray(out2[:, :5]), np.asarray(out[:, :5]))
+  assert float(jnp.max(jnp.abs(out2[:, 5:] - out[:, 5:]))) > 1e-4
+  single = _decode(model, ids[:, :1])
+  np.testing.assert_allclose(np.asarray(single[:, 0]), np.asarray(out[:, 0]), atol=1e-5)
+
+
+def test_depth_to_space_layout():
+  # Channel layout (t, dy, dx, C): value encodes its destination.
+  x = jnp.arange(2 * 2 * 2 * 2, dtype=jnp.float32).reshape(1, 1, 1, 1, 16)  # t=2, 2x2, C=2
+  y = blocks.depth_to_space(x, temporal=True, features=2)
+  assert y.shape == (1, 1, 2, 2, 2)        # first sub-frame dropped: 1 frame -> 1 frame
+  np.testing.assert_array_equal(np.asarray(y[0, 0, 1, 0]), [12.0, 13.0])  # t=1, dy=1, dx=0
+  x2 = jnp.zeros((1, 3, 1, 1, 16))
+  assert blocks.depth_to_space(x2, True, 2).shape == (1, 5, 2, 2, 2)
+  assert blocks.depth_to_space(jnp.zeros((1, 3, 1, 1, 8)), False, 2).shape == (1, 3, 2, 2, 2)
+
+
+def test_group_norm_is_per_frame():
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(1, 3, 4, 4, 8)), jnp.float32)
+  y = blocks.group_norm(x, 4)
+  np.testing.assert_allclose(np.asarray(blocks.group_norm(x[:, :1], 4)), np.asarray(y[:, :1]),
+                             atol=1e-6)
+  g = np.asarray(y).reshape(1, 3, 4, 4, 4, 2)
+  np.testing.assert_allclose(g.mean(axis=(2, 3, 5)), 0.0, atol=1e-5)
+  np.testing.assert_allclose(g.var(axis=(2, 3, 5)), 1.0, atol=1e-3)
+
+
+@pytest.mark.parametrize("thw,match", [((16, 128, 128), "T=16"), ((0, 128, 128), "T=0"),
+                                       ((17, 100, 128), "multiples of 8"),
+                                       ((17, 128, 4), "multiples of 8")])
+def test_bad_latent_shape(thw, match):
+  with pytest.raises(ValueError, match=match):
+    preset("paper").latent_shape(*thw)
+
+
+def test_bad_config():
+  with pytest.raises(ValueError, match="temporal_downsample"):
+    preset("tiny", temporal_downsample=(True,))
+  with pytest.raises(ValueError, match="num_groups"):
+    preset("tiny", num_groups=3)
+  with pytest.raises(ValueError, match="entropy_groups"):
+    preset("paper", entropy_groups=1)
+  with pytest.raises(ValueError, match="Unknown MAGVIT preset"):
+    preset("huge")
+  cfg = preset("small")
+  assert dataclasses.replace(cfg).to_json() == type(cfg).from_json(cfg.to_json()).to_json()
+
+
+def test_hash_initializer_statistics():
+  from vp_jax.models.magvit.conv import hash_uniform, variance_scaling_uniform
+  k0, k1 = jax.random.PRNGKey(0), jax.random.PRNGKey(1)
+  u = np.asarray(hash_uniform(k0, (64, 1000)))
+  assert u.min() >= 0.0 and u.max() < 1.0
+  np.testing.assert_allclose(u.mean(), 0.5, atol=0.01)
+  np.testing.assert_allclose(u.var(), 1 / 12, atol=0.002)
+  assert abs(np.corrcoef(u[:, :-1].ravel(), u[:, 1:].ravel())[0, 1]) < 0.02
+  np.testing.assert_array_equal(u, np.asarray(hash_uniform(k0, (64, 1000))))
+  assert np.mean(u == np.asarray(hash_uniform(k1, (64, 1000)))) < 0.01
+  w = np.asarray(variance_scaling_uniform(2.0)(k1, (3, 3, 3, 16, 32)))
+  np.testing.assert_allclose(w.var(), 2.0 / (27 * 16), rtol=0.05)

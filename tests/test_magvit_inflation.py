@@ -1,0 +1,59 @@
+"""Inflation: 2D image model -> causal 3D video model; the first frame is reproduced exactly."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+from vp_jax.models.magvit import preset, synthetic
+from vp_jax.models.magvit.inflation import inflate_kernel, inflate_params
+from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
+
+
+def _params(model):
+  return nnx.to_pure_dict(nnx.state(model, nnx.Param))
+
+
+def test_inflate_kernel():
+  k = np.arange(2 * 2 * 3 * 4, dtype=np.float32).reshape(1, 2, 2, 3, 4)
+  out = inflate_kernel(k, 3)
+  assert out.shape == (3, 2, 2, 3, 4)
+  np.testing.assert_array_equal(out[2], k[0])
+  assert not np.any(out[:2])
+  with pytest.raises(ValueError, match="kernel"):
+    inflate_kernel(np.zeros((3, 2, 2, 3, 4)), 3)
+
+
+def test_inflated_video_model_reproduces_image_model():
+  image_cfg, video_cfg = preset("tiny_image"), preset("tiny")
+  image = create_tokenizer(image_cfg, 3)
+  # Make the image model's norms/AdaGN non-trivial so the check covers every parameter kind.
+  params = jax.tree.map(lambda x: x + 0.05 * jnp.sin(jnp.arange(x.size).reshape(x.shape)),
+                        _params(image))
+  nnx.update(image, params)
+  video = create_tokenizer(video_cfg, 4)
+  inflated = inflate_params(_params(image), _params(video))
+  n5 = [x for x in jax.tree.leaves(inflated) if x.ndim == 5]
+  assert n5 and all(x.shape[0] in (1, 3) for x in n5)
+  assert any(x.shape[0] == 3 for x in n5)
+  nnx.update(video, inflated)
+
+  still = synthetic.moving_shapes_batch(0, 0, 2, 1, 16, 16)                  # [2, 1, 16, 16, 3]
+  static = jnp.asarray(np.repeat(still, 9, axis=1), jnp.float32) / 127.5 - 1  # static video
+  first = static[:, :1]
+  run = nnx.jit(lambda m, x: (m.encoder(x), m(x)[0]))
+  (z_img, out_img), (z_vid, out_vid) = run(image, first), run(video, static)
+  np.testing.assert_allclose(np.asarray(z_vid[:, 0]), np.asarray(z_img[:, 0]), atol=1e-4)
+  np.testing.assert_array_equal(np.asarray(z_vid[:, 0] > 0), np.asarray(z_img[:, 0] > 0))
+  np.testing.assert_allclose(np.asarray(out_vid[:, 0]), np.asarray(out_img[:, 0]), atol=1e-4)
+  # On a static video every latent frame equals the image's latent (weights only see frame t).
+  np.testing.assert_allclose(np.asarray(z_vid[:, 2]), np.asarray(z_img[:, 0]), atol=1e-4)
+
+
+def test_inflate_params_errors():
+  image = _params(create_tokenizer(preset("tiny_image"), 0))
+  other = _params(create_tokenizer(preset("tiny", filters=16), 0))
+  with pytest.raises(ValueError, match="only temporal kernel size may differ"):
+    inflate_params(image, other)
+  with pytest.raises(ValueError, match="the image model has"):
+    inflate_params({"encoder": image["encoder"]}, image)

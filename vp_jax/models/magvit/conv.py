@@ -1,0 +1,82 @@
+"""Causal 3D convolution: the building block that keeps the tokenizer causal in time.
+
+Time is padded on the past side only (kernel_t - 1 zero frames before the first frame), so output
+frame t sees input frames <= t; with temporal stride 2 the output frame j sees frames <= 2j, which
+maps T = 1 + 2k frames to 1 + k. Zero padding (not replicate) makes a 1-frame kernel placed in the
+last temporal slice of a 3-frame kernel compute exactly the 2D convolution: that is inflation.
+Space uses TF "SAME" padding. Layout is channels-last: [B, T, H, W, C].
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+
+
+def _fmix32(h: jax.Array) -> jax.Array:
+  """MurmurHash3's 32-bit finalizer: a bijective avalanche mix of uint32 values."""
+  h = h ^ (h >> 16)
+  h = h * jnp.uint32(0x85EBCA6B)
+  h = h ^ (h >> 13)
+  h = h * jnp.uint32(0xC2B2AE35)
+  return h ^ (h >> 16)
+
+
+def hash_uniform(key: jax.Array, shape: Sequence[int]) -> jax.Array:
+  """float32 uniform [0, 1) of `shape`, from a counter hash keyed by `key` (typed or raw uint32).
+
+  Why not `jax.random`: on this project's XLA CPU build, compiling the random bit generators is
+  slow per parameter tensor (threefry: ten conv kernels took > 6 min on a loaded 2-core machine;
+  rbg ~1 s each), and a tokenizer has hundreds of tensors. A keyed integer hash of the element index
+  is a handful of fused integer ops, compiles in milliseconds and is a pure function of the key."""
+  data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+  data = data.reshape(-1).astype(jnp.uint32)
+  n = math.prod(shape)
+  h = _fmix32(jnp.arange(n, dtype=jnp.uint32) * jnp.uint32(0x9E3779B1) + data[0])
+  h = _fmix32(h ^ data[-1])
+  return ((h >> 8).astype(jnp.float32) * (1.0 / (1 << 24))).reshape(tuple(shape))
+
+
+def variance_scaling_uniform(scale: float = 1.0, fan_in_axes: int = -1):
+  """He/LeCun-style init: uniform with variance scale / fan_in, fan_in = prod(shape[:-1])."""
+  def init(key, shape, dtype=jnp.float32):
+    fan_in = max(math.prod(shape[:fan_in_axes]), 1)
+    limit = math.sqrt(3.0 * scale / fan_in)
+    return ((2.0 * hash_uniform(key, shape) - 1.0) * limit).astype(dtype)
+  return init
+
+
+conv_init = variance_scaling_uniform(1.0)
+
+
+def _same_pad(size: int, k: int, s: int) -> tuple[int, int]:
+  out = -(-size // s)
+  total = max((out - 1) * s + k - size, 0)
+  return total // 2, total - total // 2
+
+
+class CausalConv3d(nnx.Module):
+  """y = conv(x) with causal time padding; kernel [kt, kh, kw, in, out] + bias [out]."""
+
+  def __init__(self, features_in: int, features_out: int, kernel: Sequence[int] = (3, 3, 3),
+               strides: Sequence[int] = (1, 1, 1), *, dtype=jnp.float32, zero_init: bool = False,
+               rngs: nnx.Rngs):
+    self.kernel_size, self.strides, self.dtype = tuple(kernel), tuple(strides), dtype
+    init = nnx.initializers.zeros if zero_init else conv_init
+    self.kernel = nnx.Param(nnx.with_partitioning(init, (None, None, None, "conv_in", "conv_out"))(
+        rngs.params(), (*self.kernel_size, features_in, features_out), jnp.float32))
+    self.bias = nnx.Param(nnx.with_partitioning(nnx.initializers.zeros, ("conv_out",))(
+        rngs.params(), (features_out,), jnp.float32))
+
+  def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, H, W, Cin] -> [B, T', H', W', Cout]
+    kt, kh, kw = self.kernel_size
+    st, sh, sw = self.strides
+    padding = [(kt - 1, 0), _same_pad(x.shape[2], kh, sh), _same_pad(x.shape[3], kw, sw)]
+    y = jax.lax.conv_general_dilated(
+        x.astype(self.dtype), self.kernel[...].astype(self.dtype), (st, sh, sw), padding,
+        dimension_numbers=("NDHWC", "DHWIO", "NDHWC"))
+    return y + self.bias[...].astype(self.dtype)

@@ -1,0 +1,130 @@
+"""`train_video_tokenizer(...)`: train MAGVIT-v2 through the shared Trainer (gin entry point:
+`launch/train_video_tokenizer.py`, configurable `train_video_tokenizer`).
+
+Writes `magvit_config.json` to the model dir (what `VideoTokenizer.load` rebuilds the network
+from). With `init_from` (an image-model workdir; the first run of a fresh video workdir only), the
+image model's latest tokenizer weights are inflated into the video model and saved as the step-0
+checkpoint, which the Trainer then resumes from: image training -> inflation -> video training
+without a second loop. Data: the built-in moving-shape clips (`synthetic.py`); held-out eval clips
+come from a different seed.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from vp_jax.checkpoint.manager import Checkpointer
+from vp_jax.models import registry
+from vp_jax.models.magvit import synthetic
+from vp_jax.models.magvit.config import MagvitConfig
+from vp_jax.models.magvit.inflation import inflate_params
+from vp_jax.parallel.mesh import MeshConfig, make_mesh
+from vp_jax.parallel.rules import get_rules
+from vp_jax.train.trainer import Trainer, TrainerConfig, TrainResult
+
+log = logging.getLogger(__name__)
+
+CONFIG_FILE = "magvit_config.json"
+EVAL_SEED_OFFSET = 1_000_003
+
+
+def write_model_config(model_dir: str, cfg: MagvitConfig) -> None:
+  if jax.process_index() == 0:
+    os.makedirs(model_dir, exist_ok=True)
+    with open(os.path.join(model_dir, CONFIG_FILE), "w") as f:
+      f.write(cfg.to_json())
+
+
+def read_model_config(model_dir: str) -> MagvitConfig:
+  path = os.path.join(model_dir, CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} not found: not a MAGVIT training workdir (train with "
+                            f"launch/train_video_tokenizer.py).")
+  with open(path) as f:
+    return MagvitConfig.from_json(f.read())
+
+
+def restore_params(model_dir: str, step: int | None = None) -> tuple[dict, int]:
+  """The parameter pure-dict of a workdir's latest (or given) committed checkpoint, restored on the
+  host without needing the optimizer configuration that wrote it."""
+  import orbax.checkpoint as ocp
+  ckpt = Checkpointer(os.path.join(model_dir, "checkpoints"), create=False, async_save=False)
+  try:
+    step = ckpt.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f"No committed checkpoint in {ckpt.directory}.")
+    path = ckpt._check_committed(step) / "state"
+    meta = ocp.StandardCheckpointer().metadata(path)
+    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
+    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), tree)
+    restored = ocp.StandardCheckpointer().restore(path, target)
+    return _int_keys(jax.tree.map(np.asarray, restored["params"])), step
+  finally:
+    ckpt.close()
+
+
+def _int_keys(tree):
+  """Orbax restores list-like module containers (nnx.List) with string keys '0', '1', ...; NNX's
+  pure dicts use ints."""
+  if not isinstance(tree, dict):
+    return tree
+  return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v)
+          for k, v in tree.items()}
+
+
+def _inflate_into_step0(runner: Trainer, init_from: str, cfg: MagvitConfig) -> None:
+  image_cfg = read_model_config(init_from)
+  if image_cfg.temporal_kernel != 1:
+    raise ValueError(f"init_from={init_from}: its model has temporal_kernel="
+                     f"{image_cfg.temporal_kernel}; inflation starts from an image model (1).")
+  image_params, image_step = restore_params(init_from)
+  state = runner.init_or_restore()
+  params = dict(jax.device_get(state.params))
+  params["tokenizer"] = inflate_params(image_params["tokenizer"], params["tokenizer"])
+  params = jax.device_put(params, runner.shardings.params)
+  runner.checkpointer.save(0, state.replace(params=params), {"index": 0})
+  runner.checkpointer.wait()
+  log.info("Inflated %s (step %d) into step 0 of %s", init_from, image_step, runner.workdir)
+
+
+def train_video_tokenizer(*, model_dir: str, model: MagvitConfig, trainer: TrainerConfig,
+                          batch_size: int, num_frames: int = 17, height: int = 64,
+                          width: int = 64, init_from: str | None = None,
+                          mesh: MeshConfig = MeshConfig(),
+                          logical_axis_rules: str | Sequence = "default") -> TrainResult:
+  """Trains the tokenizer on moving-shape clips of num_frames x height x width (num_frames=1:
+  image pretraining), checkpointing to `model_dir`; resumes from the latest checkpoint there."""
+  if batch_size < 1:
+    raise ValueError(f"batch_size={batch_size} must be >= 1.")
+  model.validate()
+  model.latent_shape(num_frames, height, width)     # raises on a bad clip shape
+  mesh_ = make_mesh(mesh)
+  rules = get_rules(logical_axis_rules)
+  write_model_config(model_dir, model)
+  runner = Trainer(registry.factory(model), trainer, mesh_, rules, workdir=model_dir)
+  pi, pc = jax.process_index(), jax.process_count()
+  if init_from and runner.checkpointer.latest_step() is None:
+    _inflate_into_step0(runner, init_from, model)
+  train_iter = synthetic.moving_shapes_iterator(batch_size, num_frames, height, width,
+                                                seed=trainer.seed, process_index=pi,
+                                                process_count=pc)
+  eval_fn = lambda: synthetic.moving_shapes_iterator(
+      batch_size, num_frames, height, width, seed=trainer.seed + EVAL_SEED_OFFSET,
+      process_index=pi, process_count=pc)
+  t0 = time.perf_counter()
+  try:
+    result = runner.fit(train_iter, eval_fn if trainer.eval_every else None)
+  finally:
+    runner.close()
+  if pi == 0 and result.losses:
+    steps = sorted(result.losses)
+    print(f"Trained MAGVIT-v2 ({num_frames}x{height}x{width}): steps {result.start_step} -> "
+          f"{steps[-1]} in {time.perf_counter() - t0:.1f} s; checkpoints in {model_dir}/checkpoints",
+          flush=True)
+  return result

@@ -1,0 +1,1 @@
+"""Public tokenizer APIs (video: MAGVIT-v2; audio: SoundStream). See docs/interfaces.md."""

@@ -1,0 +1,177 @@
+"""The video tokenizer API the rest of vp_jax uses (docs/interfaces.md): MAGVIT-v2 codes in
+[0, 2^18) for videos of 1 + 4k frames and for images (T = 1), with COMMIT encoding.
+
+    tok = VideoTokenizer.load(workdir_or_checkpoints_dir, mesh=None)
+    tok.latent_shape(17, 128, 128) -> (5, 16, 16)
+    ids = tok.encode(frames)            # uint8 [B,T,H,W,3] or float [0,1] -> int32 [B,T',H',W']
+    frames = tok.decode(ids)            # -> float32 [B,T,H,W,3] in [0,1]
+    cond, target = tok.commit_encode(frames, visible)   # visible: bool [B,T,H,W]
+
+Encode/decode are jit-compiled once per input shape, with the batch sharded over the mesh's data
+axes (padded up to a multiple of them and sliced back) and the weights replicated. Pixel-range
+conversion ([0,1] <-> the model's [-1,1]) and input checks live here.
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
+
+from vp_jax.models.magvit.config import MagvitConfig
+from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
+
+# COMMIT: masked pixels of the condition video are set to this value (mid-grey, 0 in [-1, 1]).
+COMMIT_FILL = 0.5
+
+
+def check_frames(frames: Any, name: str = "frames") -> np.ndarray | jax.Array:
+  """Validates [B, T, H, W, 3] uint8 or float in [0, 1]; raises ValueError naming `name`."""
+  shape = getattr(frames, "shape", None)
+  if shape is None:
+    frames = np.asarray(frames)
+    shape = frames.shape
+  if len(shape) != 5 or shape[-1] != 3:
+    raise ValueError(f"{name}: expected [B, T, H, W, 3] (rank 5, RGB), got shape {tuple(shape)}.")
+  dtype = np.dtype(frames.dtype)
+  if dtype == np.uint8:
+    return frames
+  if not np.issubdtype(dtype, np.floating):
+    raise ValueError(f"{name}: dtype {dtype}; pass uint8 (0..255) or float in [0, 1].")
+  lo, hi = float(jnp.min(frames)), float(jnp.max(frames))
+  if not (np.isfinite(lo) and np.isfinite(hi)) or lo < -1e-6 or hi > 1 + 1e-6:
+    raise ValueError(f"{name}: float values span [{lo:.4g}, {hi:.4g}]; expected [0, 1] (uint8 "
+                     f"frames are also accepted; for [-1, 1] data pass (x + 1) / 2).")
+  return frames
+
+
+def _to_model(frames: jax.Array) -> jax.Array:
+  if frames.dtype == jnp.uint8:
+    return frames.astype(jnp.float32) / 127.5 - 1.0
+  return frames.astype(jnp.float32) * 2.0 - 1.0
+
+
+class VideoTokenizer:
+  def __init__(self, config: MagvitConfig, params: dict, mesh: jax.sharding.Mesh | None = None):
+    config.validate()
+    self.config = config
+    self.mesh = mesh if mesh is not None else jax.sharding.Mesh(
+        np.asarray(jax.devices()), ("data",))
+    abstract = nnx.eval_shape(lambda: create_tokenizer(config))
+    self._graphdef, state = nnx.split(abstract)
+    self._state_template = state
+    template = nnx.to_pure_dict(state)
+    _check_tree(params, template)
+    self._params = jax.device_put(params, NamedSharding(self.mesh, PartitionSpec()))
+    self._data_ways = math.prod(self.mesh.shape[a] for a in self._batch_axes())
+    self._encode = jax.jit(self._encode_fn)
+    self._decode = jax.jit(self._decode_fn)
+
+  # -- construction -------------------------------------------------------------------------------
+  @classmethod
+  def load(cls, checkpoint_dir_or_workdir: str, mesh: jax.sharding.Mesh | None = None,
+           step: int | None = None) -> "VideoTokenizer":
+    """From a `train_video_tokenizer` workdir (or its `checkpoints/` folder): the latest (or given)
+    committed step's tokenizer weights and the workdir's `magvit_config.json`."""
+    from vp_jax.models.magvit.train import read_model_config, restore_params
+    path = os.path.abspath(checkpoint_dir_or_workdir)
+    if os.path.basename(path) == "checkpoints":
+      path = os.path.dirname(path)
+    config = read_model_config(path)
+    params, _ = restore_params(path, step)
+    return cls(config, params["tokenizer"], mesh)
+
+  @classmethod
+  def from_module(cls, tokenizer: MagvitTokenizer, mesh=None) -> "VideoTokenizer":
+    return cls(tokenizer.cfg, nnx.to_pure_dict(nnx.state(tokenizer)), mesh)
+
+  # -- shapes -------------------------------------------------------------------------------------
+  def latent_shape(self, t: int, h: int, w: int) -> tuple[int, int, int]:
+    return self.config.latent_shape(t, h, w)
+
+  def frame_shape(self, tl: int, hl: int, wl: int) -> tuple[int, int, int]:
+    """Inverse of latent_shape: (T', H', W') -> (T, H, W)."""
+    s = self.config.spatial_factor
+    return 1 + (tl - 1) * self.config.temporal_factor, hl * s, wl * s
+
+  # -- jitted functions ---------------------------------------------------------------------------
+  def _batch_axes(self) -> tuple[str, ...]:
+    """The mesh axes the batch is split over: data (and fsdp) when present, else the first."""
+    axes = tuple(a for a in ("data", "fsdp") if a in self.mesh.shape)
+    return axes or (self.mesh.axis_names[0],)
+
+  def _model(self, params):
+    state = jax.tree.map(lambda x: x, self._state_template)
+    nnx.replace_by_pure_dict(state, params)
+    return nnx.merge(self._graphdef, state)
+
+  def _encode_fn(self, params, frames):
+    return self._model(params).encode(_to_model(frames))
+
+  def _decode_fn(self, params, ids):
+    x = self._model(params).decode(ids)
+    return jnp.clip((x.astype(jnp.float32) + 1.0) / 2.0, 0.0, 1.0)
+
+  def _run(self, fn, x):
+    b = x.shape[0]
+    pad = (-b) % self._data_ways
+    if pad:
+      x = jnp.concatenate([jnp.asarray(x), jnp.repeat(jnp.asarray(x)[-1:], pad, axis=0)])
+    spec = PartitionSpec(self._batch_axes() or None, *([None] * (x.ndim - 1)))
+    x = jax.device_put(x, NamedSharding(self.mesh, spec))
+    with jax.set_mesh(self.mesh):
+      out = fn(self._params, x)
+    return out[:b]
+
+  # -- public API ---------------------------------------------------------------------------------
+  def encode(self, frames) -> jax.Array:
+    """uint8 [B,T,H,W,3] or float [0,1] -> int32 [B,T',H',W'] in [0, 2^D)."""
+    frames = check_frames(frames)
+    self.latent_shape(*frames.shape[1:4])
+    return self._run(self._encode, frames)
+
+  def decode(self, ids) -> jax.Array:
+    """int [B,T',H',W'] in [0, 2^D) -> float32 [B,T,H,W,3] in [0, 1]."""
+    shape = getattr(ids, "shape", None) or np.asarray(ids).shape
+    if len(shape) != 4:
+      raise ValueError(f"ids: expected [B, T', H', W'], got shape {tuple(shape)}.")
+    ids = jnp.asarray(ids)
+    if not jnp.issubdtype(ids.dtype, jnp.integer):
+      raise ValueError(f"ids: dtype {ids.dtype}; expected integer token ids.")
+    lo, hi = int(jnp.min(ids)), int(jnp.max(ids))
+    if lo < 0 or hi >= self.config.codebook_size:
+      raise ValueError(f"ids: values span [{lo}, {hi}]; expected [0, {self.config.codebook_size}).")
+    return self._run(self._decode, ids.astype(jnp.int32))
+
+  def commit_encode(self, frames, visible) -> tuple[jax.Array, jax.Array]:
+    """COMMIT encoding (MAGVIT): condition = tokens of the video with invisible pixels replaced by
+    mid-grey, target = tokens of the unmasked video. visible: bool [B,T,H,W] (True = kept)."""
+    frames = check_frames(frames)
+    visible = np.asarray(visible) if not isinstance(visible, jax.Array) else visible
+    if tuple(visible.shape) != tuple(frames.shape[:4]):
+      raise ValueError(f"visible: shape {tuple(visible.shape)}; expected {tuple(frames.shape[:4])} "
+                       f"(the frames' [B, T, H, W]).")
+    if visible.dtype != bool:
+      raise ValueError(f"visible: dtype {visible.dtype}; expected bool (True = visible pixel).")
+    f = jnp.asarray(frames)
+    f = f.astype(jnp.float32) / 255.0 if f.dtype == jnp.uint8 else f.astype(jnp.float32)
+    masked = jnp.where(jnp.asarray(visible)[..., None], f, COMMIT_FILL)
+    return self.encode(masked), self.encode(frames)
+
+
+def _check_tree(params, template, path=""):
+  if isinstance(template, dict):
+    if not isinstance(params, dict) or set(params) != set(template):
+      raise ValueError(f"VideoTokenizer: parameters at {path or '/'} have keys "
+                       f"{sorted(params) if isinstance(params, dict) else type(params)}, the "
+                       f"config's model has {sorted(template)}.")
+    for k in template:
+      _check_tree(params[k], template[k], f"{path}/{k}")
+  elif tuple(np.shape(params)) != tuple(template.shape):
+    raise ValueError(f"VideoTokenizer: parameter {path} has shape {tuple(np.shape(params))}, the "
+                     f"config's model needs {tuple(template.shape)}.")
