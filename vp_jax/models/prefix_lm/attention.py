@@ -60,15 +60,25 @@ class Attention(nnx.Module):
     q = constrain(q, ("batch", "length", "act_heads", None))
     return q, k, v
 
-  def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
-    """q [B, L, H, K] over keys/values [B, G, S, K] with mask [B, L, S] -> [B, L, D]."""
+  def attend(self, q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+             new_kv: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
+    """q [B, L, H, K] over keys/values [B, G, S, K] with mask [B, L, S] -> [B, L, D].
+
+    `new_kv` ([B, G, L, K] each) adds keys every query sees, in one softmax with the others:
+    decoding attends to the cache plus its own token without writing the cache first."""
     b, l, h, kd = q.shape
     g = k.shape[1]
     qg = q.reshape(b, l, g, h // g, kd)
     logits = jnp.einsum("blgrk,bgsk->bglrs", qg, k).astype(jnp.float32) * kd ** -0.5
     logits = jnp.where(mask[:, None, :, None, :], logits, NEG_INF)
+    if new_kv is not None:
+      own = jnp.einsum("blgrk,bgsk->bglrs", qg, new_kv[0]).astype(jnp.float32) * kd ** -0.5
+      logits = jnp.concatenate([logits, own], axis=-1)
     probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    out = jnp.einsum("bglrs,bgsk->bglrk", probs, v)                        # [B, G, L, R, K]
+    s = k.shape[2]
+    out = jnp.einsum("bglrs,bgsk->bglrk", probs[..., :s], v)                # [B, G, L, R, K]
+    if new_kv is not None:
+      out = out + jnp.einsum("bglrs,bgsk->bglrk", probs[..., s:], new_kv[1])
     out = jnp.moveaxis(out, 1, 2).reshape(b, l, h, kd)
     out = constrain(out, ("batch", "length", "act_heads", None))
     return jnp.einsum("blhk,hkd->bld", out, self.out[...].astype(q.dtype))

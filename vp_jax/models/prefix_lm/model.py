@@ -191,30 +191,35 @@ class PrefixLM(nnx.Module):
 
   def decode_step(self, token: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
     """Appends token [B] at position cache["index"] (causal: it sees the cache and itself).
-    Returns the float32 logits of the next position [B, V] and the updated cache."""
+    Returns the float32 logits of the next position [B, V] and the updated cache.
+
+    Each layer attends to its cache slice plus the new token's own key (`Attention.attend`'s
+    `new_kv`) and only returns that key/value; all layers' new entries are written into the cache
+    with one `dynamic_update_slice` after the layer scan, so a step touches O(1) cache positions
+    besides reading the keys it attends to."""
     b = token.shape[0]
     index = cache["index"]
     x, valid = self.embed_inputs(token[:, None], None, None)                 # [B, 1, D]
-    key_valid = jax.lax.dynamic_update_slice(cache["key_valid"], valid, (0, index))
-    s = key_valid.shape[1]
-    mask = (key_valid & (jnp.arange(s) <= index)[None])[:, None, :]         # [B, 1, S]
+    s = cache["key_valid"].shape[1]
+    mask = (cache["key_valid"] & (jnp.arange(s) < index)[None])[:, None, :]  # [B, 1, S]
     positions = jnp.full((b, 1), index, jnp.int32)
     graphdef, stacked = nnx.split(self.layers)
 
-    def body(carry, xs):
-      x, kc, vc = carry
-      layer_state, layer = xs
+    def body(x, xs):
+      layer_state, kc, vc = xs                                               # [B, G, S, K]
       block = nnx.merge(graphdef, layer_state)
-      q, k, v = block.attn.project(block.attn_norm(x), positions)
-      kc = jax.lax.dynamic_update_slice(kc, k[None].astype(kc.dtype), (layer, 0, 0, index, 0))
-      vc = jax.lax.dynamic_update_slice(vc, v[None].astype(vc.dtype), (layer, 0, 0, index, 0))
-      out = block.attn.attend(q, kc[layer], vc[layer], mask)
-      return (block.finish(x, out, None), kc, vc), None
+      q, k, v = block.attn.project(block.attn_norm(x), positions)           # k, v [B, G, 1, K]
+      out = block.attn.attend(q, kc, vc, mask, new_kv=(k, v))
+      return block.finish(x, out, None), (k, v)
 
-    (x, k, v), _ = jax.lax.scan(body, (x, cache["k"], cache["v"]),
-                                (stacked, jnp.arange(self.cfg.num_layers)))
+    x, (k, v) = jax.lax.scan(body, x, (stacked, cache["k"], cache["v"]))   # k, v [N, B, G, 1, K]
+    at = (0, 0, 0, index, 0)
+    new_cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), at),
+                 "v": jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), at),
+                 "key_valid": jax.lax.dynamic_update_slice(cache["key_valid"], valid, (0, index)),
+                 "index": index + 1}
     logits = self.project_logits(self.final_norm(x)[:, 0]).astype(jnp.float32)
-    return logits, {"k": k, "v": v, "key_valid": key_valid, "index": index + 1}
+    return logits, new_cache
 
 
 registry.register(PrefixLMConfig, PrefixLM)
