@@ -5,6 +5,8 @@ mesh axis each name is sharded over is configuration, chosen by a named rule set
 
 Parameter axes: `embed`, `mlp`, `heads`, `kv`, `vocab`, `layers` (the scanned layer axis), `norm`.
 Activation axes: `batch`, `length`, `act_embed`, `act_mlp`, `act_heads`, `act_vocab`.
+Convolution axes (the SoundStream codec and discriminators, small enough to replicate):
+`conv_kernel`, `conv_in`, `conv_out`.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from typing import Sequence
 LogicalRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
 LOGICAL_AXES = ("batch", "length", "embed", "mlp", "heads", "kv", "vocab", "layers", "norm",
-                "act_embed", "act_mlp", "act_heads", "act_vocab")
+                "act_embed", "act_mlp", "act_heads", "act_vocab", "conv_kernel", "conv_in",
+                "conv_out")
 
 # Data parallel everywhere, parameters sharded over `fsdp` along their embedding dimension, tensor
 # parallelism over the feed-forward, head and vocabulary dimensions (Megatron layout).
@@ -31,6 +34,9 @@ DEFAULT_RULES: LogicalRules = (
     ("act_mlp", "tensor"),
     ("act_heads", "tensor"),
     ("act_vocab", "tensor"),
+    ("conv_kernel", None),
+    ("conv_in", None),
+    ("conv_out", None),
 )
 
 RULE_SETS: dict[str, LogicalRules] = {"default": DEFAULT_RULES}
