@@ -2,7 +2,7 @@
 held-out quality metric.
 
 Frames are cut with a hop of n_fft / 4 by reshaping (no gather), the signal zero-padded at the end
-to whole hops; Hann window; mel filters are HTK-scale triangles (numpy constants). The multi-scale
+to whole hops; Hann window normalized to unit sum (a sine of amplitude A has magnitude A / 2); mel filters are HTK-scale triangles (numpy constants). The multi-scale
 spectral loss is SoundStream's eq. (5): for window s in 2^6 .. 2^11,
   sum_t ||S_t(x) - S_t(x_hat)||_1 + sqrt(s / 2) * sum_t ||log S_t(x) - log S_t(x_hat)||_2,
 here averaged (not summed) over frames and batch.
@@ -34,8 +34,10 @@ def _hann(n: int) -> np.ndarray:
 
 
 def stft(x: jax.Array, n_fft: int) -> jax.Array:
-  """[B, N] -> complex64 [B, F, n_fft // 2 + 1]."""
-  return jnp.fft.rfft(frames(x, n_fft) * _hann(n_fft), axis=-1)
+  """[B, N] -> complex64 [B, F, n_fft // 2 + 1], divided by the window sum so that a sine of
+  amplitude A peaks at A / 2 at every window size (keeps the loss scales comparable)."""
+  window = _hann(n_fft)
+  return jnp.fft.rfft(frames(x, n_fft) * (window / window.sum()), axis=-1)
 
 
 def _hz_to_mel(f):

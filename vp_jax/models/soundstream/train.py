@@ -18,6 +18,7 @@ import jax
 
 from vp_jax.models import registry
 from vp_jax.models.soundstream import data
+from vp_jax.models.soundstream import model as _model  # noqa: F401  (registers SoundStreamConfig)
 from vp_jax.models.soundstream.config import SoundStreamConfig
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import get_rules

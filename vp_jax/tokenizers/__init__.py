@@ -1,0 +1,1 @@
+"""Public tokenizer APIs (see docs/interfaces.md)."""
