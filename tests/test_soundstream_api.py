@@ -138,13 +138,15 @@ def _direct_encode(cfg, state, wave):
 
 
 def test_tokenizer_loads_a_trainer_checkpoint(tmp_path):
-  """A workdir written by the shared Trainer (8-device mesh) loads onto one device: same codes."""
+  """A workdir written by the shared Trainer (its sharded init and Checkpointer; no train step,
+  whose compile is the slow test's job) loads back: the same codes as the state itself."""
   cfg = preset("small", **TINY_OVERRIDES)
   workdir = str(tmp_path / "ss")
   save_config(workdir, cfg)
   opt = OptimizerConfig(learning_rate=1e-3)
   trainer = make_trainer(cfg, TrainerConfig(train_steps=1, progress=False, optimizers={
-      "generator": opt, "discriminator": opt}), MeshConfig(data=8), model_dir=workdir)
+      "generator": opt, "discriminator": opt}), MeshConfig(), model_dir=workdir,
+      devices=jax.devices()[:1])
   state = trainer.init_or_restore()
   trainer.checkpointer.save(7, state, {"index": 0})
   trainer.close()

@@ -74,8 +74,8 @@ def test_discriminator_shapes():
   wave = jnp.zeros((2, 4096))
   stft = MultiScaleSTFTDiscriminator(cfg, rngs=nnx.Rngs(0))(wave)
   assert len(stft) == 3
-  logits, feats = stft[0]                             # n_fft 512, hop 128 -> 32 frames, 257 bins
-  assert logits.shape[:2] == (2, 32) and logits.shape[-1] == 1
+  logits, feats = stft[0]                             # n_fft 512, hop 128: 32 frames, 257 bins
+  assert logits.shape[:2] == (2, 16) and logits.shape[-1] == 1   # time strides 1, 2, 1
   assert len(feats) == 1 + cfg.stft_disc_layers
   wav = MultiScaleWaveDiscriminator(cfg, rngs=nnx.Rngs(0))(wave)
   assert len(wav) == 2

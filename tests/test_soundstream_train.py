@@ -17,7 +17,7 @@ from vp_jax.train.optim import OptimizerConfig
 from vp_jax.train.trainer import TrainerConfig
 
 STEPS = 300
-ADV_START = 150
+ADV_START = 240
 BATCH, CLIP = 8, 5_120
 # Mean held-out log-mel distance (mean |log10 mel| difference, 1024-point window, 64 mels) after
 # STEPS steps must be below TARGET and below half of the untrained model's.

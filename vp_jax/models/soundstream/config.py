@@ -38,6 +38,7 @@ class SoundStreamConfig:
   wave_disc_scales: int = 3            # MelGAN-style waveform discriminators (avg-pooled x2 each)
   wave_disc_channels: int = 16
   wave_disc_layers: int = 4            # grouped strided (x4) conv layers per waveform discriminator
+  wave_disc_max_width: int = 1024
   # Losses (SoundStream section 3.5 weights).
   mel_windows: tuple[int, ...] = (64, 128, 256, 512, 1024, 2048)  # 2^6 .. 2^11
   num_mels: int = 64
@@ -82,6 +83,7 @@ PRESETS = {
     "small": SoundStreamConfig(
         channels=8, embed_dim=64, stft_disc_ffts=(512, 256, 128), stft_disc_channels=8,
         stft_disc_layers=3, wave_disc_scales=2, wave_disc_channels=8, wave_disc_layers=3,
+        wave_disc_max_width=128,
         mel_windows=(64, 128, 256, 512, 1024), kmeans_iters=5),
 }
 

@@ -3,10 +3,12 @@ and a multi-scale waveform discriminator (MelGAN). Each returns, per sub-discrim
 and its intermediate feature maps (for the feature-matching loss).
 
 STFT discriminator at window W (hop W/4): the complex STFT as 2 channels [B, frames, bins, 2] ->
-conv 7x7 -> `stft_disc_layers` x [conv (3, 9) with (time, freq) stride (1, 2), width x2 up to 8C]
--> conv 3x3 to 1 logit per (frame, band). Multi-scale over `stft_disc_ffts` (EnCodec's MS-STFTD).
+conv 7x7 -> `stft_disc_layers` x [conv (3, 9) with (time, freq) strides alternating (1, 2),
+(2, 2), ..., width x2 up to 8C] -> conv 3x3 to 1 logit per (frame, band). Multi-scale over
+`stft_disc_ffts` (EnCodec's MS-STFTD).
 Waveform discriminator: conv k15 -> `wave_disc_layers` x grouped conv (k41, stride 4, width x4 up
-to 64C) -> conv k5 -> conv k3 to 1 logit per position; scale i sees the wave average-pooled 2^i x.
+to `wave_disc_max_width`) -> conv k5 -> conv k3 to 1 logit per position; scale i sees the wave
+average-pooled 2^i x.
 LeakyReLU(0.2) throughout. Neither needs to be causal: they only exist during training.
 """
 from __future__ import annotations
@@ -31,7 +33,8 @@ class STFTDiscriminator(nnx.Module):
     self.n_fft = n_fft
     widths = [min(channels * 2 ** i, channels * 8) for i in range(layers + 1)]
     self.stem = Conv2d(2, widths[0], (7, 7), rngs=rngs)
-    self.convs = nnx.List([Conv2d(widths[i], widths[i + 1], (3, 9), (1, 2), rngs=rngs)
+    # (time, freq) strides alternate (1, 2), (2, 2), ... as in SoundStream's STFT discriminator.
+    self.convs = nnx.List([Conv2d(widths[i], widths[i + 1], (3, 9), (1 + i % 2, 2), rngs=rngs)
                            for i in range(layers)])
     self.head = Conv2d(widths[-1], 1, (3, 3), rngs=rngs)
 
@@ -48,11 +51,11 @@ class STFTDiscriminator(nnx.Module):
 
 
 class WaveDiscriminator(nnx.Module):
-  def __init__(self, channels: int, layers: int, *, rngs: nnx.Rngs):
+  def __init__(self, channels: int, layers: int, *, max_width: int = 1024, rngs: nnx.Rngs):
     self.stem = CausalConv1d(1, channels, 15, rngs=rngs)
     convs, width = [], channels
     for _ in range(layers):
-      out = min(width * 4, channels * 64)
+      out = min(width * 4, max_width)
       convs.append(CausalConv1d(width, out, 41, stride=4, groups=max(width // 4, 1), rngs=rngs))
       width = out
     self.convs = nnx.List(convs)
@@ -89,7 +92,8 @@ class MultiScaleSTFTDiscriminator(nnx.Module):
 class MultiScaleWaveDiscriminator(nnx.Module):
   def __init__(self, cfg: SoundStreamConfig, *, rngs: nnx.Rngs):
     self.discs = nnx.List([WaveDiscriminator(cfg.wave_disc_channels, cfg.wave_disc_layers,
-                                             rngs=rngs) for _ in range(cfg.wave_disc_scales)])
+                                             max_width=cfg.wave_disc_max_width, rngs=rngs)
+                           for _ in range(cfg.wave_disc_scales)])
 
   def __call__(self, wave: jax.Array) -> list[tuple[jax.Array, Features]]:
     out = []

@@ -14,6 +14,7 @@ at 16 kHz, N a multiple of hop_length (a trailing partial frame is cut).
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -81,14 +82,25 @@ class SoundStream(nnx.Module):
     cfg = self.cfg
     wave = self._trim(batch["wave"].astype(jnp.float32))
     adversarial = cfg.adversarial_weight > 0 or cfg.feature_weight > 0
+    # Before adversarial_start_step generator steps the discriminators are not run at all (a
+    # lax.cond: both branches are compiled, only the taken one executes), so the reconstruction
+    # warm-up costs only the codec; the discriminator group's loss is 0 then (no update).
+    on = self.generator_steps[...] >= cfg.adversarial_start_step
     if group == "discriminator":
-      recon, _ = self.reconstruct(wave, train=train, update=False, key=key)
       if not adversarial:
         return jnp.zeros((), jnp.float32), {}
-      real, fake = self.discriminate(wave), self.discriminate(jax.lax.stop_gradient(recon))
-      loss = losses.hinge_discriminator(real, fake)
-      return loss, {"real_logit": jnp.mean(jnp.stack([jnp.mean(r) for r, _ in real])),
-                    "fake_logit": jnp.mean(jnp.stack([jnp.mean(f) for f, _ in fake]))}
+      recon, _ = self.reconstruct(wave, train=train, update=False, key=key)
+      recon = jax.lax.stop_gradient(recon)
+
+      def disc_terms(wave, recon):
+        real, fake = self.discriminate(wave), self.discriminate(recon)
+        return (losses.hinge_discriminator(real, fake),
+                jnp.mean(jnp.stack([jnp.mean(r) for r, _ in real])),
+                jnp.mean(jnp.stack([jnp.mean(f) for f, _ in fake])))
+
+      zeros = lambda wave, recon: (jnp.zeros(()),) * 3
+      loss, real_logit, fake_logit = jax.lax.cond(on, disc_terms, zeros, wave, recon)
+      return loss, {"real_logit": real_logit, "fake_logit": fake_logit}
     if group != "generator":
       raise ValueError(f"SoundStream.loss: unknown optimizer group {group!r}.")
     recon, rvq = self.reconstruct(wave, train=train, update=train, key=key)
@@ -101,22 +113,34 @@ class SoundStream(nnx.Module):
                                                                       cfg.sample_rate)),
                **rvq.metrics}
     if adversarial:
-      on = (self.generator_steps[...] >= cfg.adversarial_start_step).astype(jnp.float32)
-      real, fake = self.discriminate(wave), self.discriminate(recon)
-      adv, feat = losses.hinge_generator(fake), losses.feature_matching(real, fake)
-      loss = loss + on * (cfg.adversarial_weight * adv + cfg.feature_weight * feat)
-      metrics.update(adversarial=adv, feature_matching=feat, adversarial_on=on)
+      def gen_terms(wave, recon):
+        real, fake = self.discriminate(wave), self.discriminate(recon)
+        return losses.hinge_generator(fake), losses.feature_matching(real, fake)
+
+      zeros = lambda wave, recon: (jnp.zeros(()), jnp.zeros(()))
+      adv, feat = jax.lax.cond(on, gen_terms, zeros, wave, recon)
+      loss = loss + cfg.adversarial_weight * adv + cfg.feature_weight * feat
+      metrics.update(adversarial=adv, feature_matching=feat,
+                     adversarial_on=on.astype(jnp.float32))
     if train:
       self.generator_steps[...] = self.generator_steps[...] + 1
     return loss, metrics
 
 
-def init_model(cfg: SoundStreamConfig, seed: int = 0) -> SoundStream:
-  """A freshly initialized SoundStream outside any mesh (parameters not eagerly sharded); the
-  initializers run as one jitted program (op-by-op eager init compiles every shape separately)."""
+@functools.lru_cache(maxsize=8)
+def _jitted_init(cfg: SoundStreamConfig):
   with nnx.use_eager_sharding(False):
     graphdef, _ = nnx.split(nnx.eval_shape(lambda: SoundStream(cfg, rngs=nnx.Rngs(0))))
-    state = jax.jit(lambda: nnx.split(SoundStream(cfg, rngs=nnx.Rngs(seed)))[1])()
+  return graphdef, jax.jit(lambda key: nnx.split(SoundStream(cfg, rngs=nnx.Rngs(key)))[1])
+
+
+def init_model(cfg: SoundStreamConfig, seed: int = 0) -> SoundStream:
+  """A freshly initialized SoundStream outside any mesh (parameters not eagerly sharded); the
+  initializers run as one jitted program, compiled once per config (op-by-op eager init compiles
+  every shape separately)."""
+  graphdef, init = _jitted_init(cfg)
+  with nnx.use_eager_sharding(False):
+    state = init(jax.random.key_data(jax.random.key(seed)))
   return nnx.merge(graphdef, state)
 
 

@@ -2,8 +2,9 @@
 held-out quality metric.
 
 Frames are cut with a hop of n_fft / 4 by reshaping (no gather), the signal zero-padded at the end
-to whole hops; Hann window normalized to unit sum (a sine of amplitude A has magnitude A / 2); mel filters are HTK-scale triangles (numpy constants). The multi-scale
-spectral loss is SoundStream's eq. (5): for window s in 2^6 .. 2^11,
+to whole hops; Hann window normalized to unit sum (a sine of amplitude A has magnitude A / 2);
+mel filters are HTK-scale triangles (numpy constants). The multi-scale spectral loss is
+SoundStream's eq. (5): for window s in 2^6 .. 2^11,
   sum_t ||S_t(x) - S_t(x_hat)||_1 + sqrt(s / 2) * sum_t ||log S_t(x) - log S_t(x_hat)||_2,
 here averaged (not summed) over frames and batch.
 """
