@@ -10,6 +10,8 @@ from vp_jax.generate.sampling import SamplingConfig
 from vp_jax.models import magvit, toy_lm
 from vp_jax.models.magvit.train import train_video_tokenizer as _train_video_tokenizer
 from vp_jax.models.prefix_lm import config as prefix_lm_config
+from vp_jax.models.soundstream import config as soundstream_config
+from vp_jax.models.soundstream import train as soundstream_train
 from vp_jax.parallel.mesh import MeshConfig
 from vp_jax.sequence.vocab import Vocabulary
 from vp_jax.train.optim import OptimizerConfig
@@ -19,7 +21,7 @@ from vp_jax.train.trainer import TrainerConfig
 
 for _cls in (MeshConfig, OptimizerConfig, TrainerConfig, toy_lm.ToyLMConfig,
              prefix_lm_config.PrefixLMConfig, Vocabulary, SamplingConfig, magvit.MagvitConfig,
-             magvit.PerceptualConfig):
+             magvit.PerceptualConfig, soundstream_config.SoundStreamConfig):
   gin.external_configurable(_cls, module="vp_jax")
 
 
@@ -43,7 +45,14 @@ def magvit_preset(name: str = "small", **overrides) -> magvit.MagvitConfig:
   return magvit.preset(name, **overrides)
 
 
+@gin.configurable(module="vp_jax")
+def soundstream_preset(name: str = "small", **overrides) -> soundstream_config.SoundStreamConfig:
+  """A named SoundStreamConfig preset ("paper", "small") with field overrides."""
+  return soundstream_config.preset(name, **overrides)
+
+
 train = gin.external_configurable(_train, name="train")
 train_lm = gin.external_configurable(_train_lm, name="train_lm")
 train_video_tokenizer = gin.external_configurable(_train_video_tokenizer,
                                                   name="train_video_tokenizer")
+train_soundstream = gin.external_configurable(soundstream_train.train, name="train_soundstream")

@@ -5,8 +5,9 @@ mesh axis each name is sharded over is configuration, chosen by a named rule set
 
 Parameter axes: `embed`, `mlp`, `heads`, `kv`, `vocab`, `layers` (the scanned layer axis), `norm`.
 Activation axes: `batch`, `length`, `act_embed`, `act_mlp`, `act_heads`, `act_vocab`.
-Convolutional models (the MAGVIT-v2 tokenizer): kernels `conv_in`, `conv_out`, activations
-`act_conv` (channels); replicated by default (tokenizers are small; they scale by data parallelism).
+Convolutional models (the MAGVIT-v2 and SoundStream tokenizers and their discriminators):
+kernels `conv_kernel`, `conv_in`, `conv_out`, activations `act_conv` (channels); replicated by default
+(tokenizers are small; they scale by data parallelism).
 """
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from typing import Sequence
 LogicalRules = tuple[tuple[str, str | tuple[str, ...] | None], ...]
 
 LOGICAL_AXES = ("batch", "length", "embed", "mlp", "heads", "kv", "vocab", "layers", "norm",
-                "act_embed", "act_mlp", "act_heads", "act_vocab", "conv_in", "conv_out", "act_conv")
+                "act_embed", "act_mlp", "act_heads", "act_vocab", "conv_kernel", "conv_in", "conv_out",
+                "act_conv")
 
 # Data parallel everywhere, parameters sharded over `fsdp` along their embedding dimension, tensor
 # parallelism over the feed-forward, head and vocabulary dimensions (Megatron layout).
@@ -33,6 +35,7 @@ DEFAULT_RULES: LogicalRules = (
     ("act_mlp", "tensor"),
     ("act_heads", "tensor"),
     ("act_vocab", "tensor"),
+    ("conv_kernel", None),
     ("conv_in", None),
     ("conv_out", None),
     ("act_conv", None),
