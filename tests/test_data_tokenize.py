@@ -318,3 +318,28 @@ def test_text_embeddings_go_through_the_cache_when_given(tmp_path):
   direct = StandInTextEncoder().encode([e["caption"] for e in examples])
   np.testing.assert_array_equal(np.stack([r["text_embeddings"] for r in rows]),
                                 direct.embeddings.astype(np.float16).astype(np.float32))
+
+
+def test_real_t5_encoder_and_embedding_cache_feed_the_job(tmp_path):
+  """The job with the real text path (demo T5 encoder + on-disk EmbeddingCache keyed by the
+  encoder's model_id): stored embeddings equal a direct encode, and a rerun hits the cache."""
+  from vp_jax.text import EmbeddingCache
+  from vp_jax.text.demo import build_demo_encoder
+  encoder = build_demo_encoder(tmp_path / "t5")
+  examples = [{"id": f"c{i}", "frames": np.zeros((1, 16, 16, 3), np.uint8),
+               "audio": np.zeros((0,), np.float32), "has_audio": False,
+               "caption": f"a red circle moves {d} over a blue background", "labels": {}}
+              for i, d in enumerate(["left", "right", "up", "down"])]
+  cache = EmbeddingCache(str(tmp_path / "cache"), encoder.model_id)
+  tok = Tokenizers(video=StandInVideoTokenizer(), text=encoder, text_cache=cache)
+  _run(tmp_path / "out", _ListSource(examples), tok)
+  rows = list(read_tokenized(str(tmp_path / "out")).as_numpy_iterator())
+  direct = encoder.encode([e["caption"] for e in examples])
+  assert direct.embeddings.shape[1] == 64
+  np.testing.assert_array_equal(np.stack([r["text_embeddings"] for r in rows]),
+                                direct.embeddings.astype(np.float16).astype(np.float32))
+  np.testing.assert_array_equal(np.stack([r["text_mask"] for r in rows]), direct.mask)
+  for i, e in enumerate(examples):
+    embeddings, mask, _ = cache.get(e["caption"])
+    np.testing.assert_array_equal(embeddings, direct.embeddings[i])
+    np.testing.assert_array_equal(mask, direct.mask[i])
