@@ -97,6 +97,28 @@ class Checkpointer:
     return restored[STATE], restored[DATA]
 
 
+  def restore_parts(self, target: dict[str, Any], step: int | None = None
+                    ) -> tuple[dict[str, Any], int]:
+    """Restores only the named top-level fields of the saved train state, e.g.
+    `{"params": abstract pure dict}`, at `step` (default: latest) onto the target's shardings:
+    what inference needs, without the optimizer state or the optimizer config that shaped it.
+    Returns (restored fields, step)."""
+    if step is None:
+      step = self.latest_step()
+      if step is None:
+        raise CheckpointError(f"No committed checkpoint in {self.directory}.")
+    path = self._check_committed(step)
+    try:
+      restored = self.manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
+          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          partial_restore=True)}))
+    except (ValueError, KeyError, TypeError) as e:
+      raise CheckpointError(
+          f"Checkpoint {path} does not hold {sorted(target)} matching the model: {e}") from e
+    _check_shapes(restored[STATE], target, path)
+    return restored[STATE], step
+
+
 def _check_shapes(restored, abstract, path) -> None:
   def check(kp, r, a):
     if tuple(r.shape) != tuple(a.shape) or r.dtype != a.dtype:

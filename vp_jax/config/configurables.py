@@ -6,6 +6,8 @@ import dataclasses
 
 import gin
 
+from vp_jax.demo import config as demo_config
+from vp_jax.demo.run import run_demo as _run_demo
 from vp_jax.generate.sampling import SamplingConfig
 from vp_jax.models import magvit, toy_lm
 from vp_jax.models.magvit.train import train_video_tokenizer as _train_video_tokenizer
@@ -51,7 +53,14 @@ def soundstream_preset(name: str = "small", **overrides) -> soundstream_config.S
   return soundstream_config.preset(name, **overrides)
 
 
+@gin.configurable(module="vp_jax")
+def demo_preset(name: str = "cpu", **overrides) -> demo_config.DemoConfig:
+  """A named DemoConfig preset ("cpu", "test") with field overrides."""
+  return demo_config.preset(name, **overrides)
+
+
 train = gin.external_configurable(_train, name="train")
+run_demo = gin.external_configurable(_run_demo, name="run_demo")
 train_lm = gin.external_configurable(_train_lm, name="train_lm")
 train_video_tokenizer = gin.external_configurable(_train_video_tokenizer,
                                                   name="train_video_tokenizer")

@@ -95,6 +95,13 @@ def batch_sharding(mesh: jax.sharding.Mesh, rules: LogicalRules, ndim: int) -> N
   return NamedSharding(mesh, spec)
 
 
+def batch_ways(mesh: jax.sharding.Mesh, rules: LogicalRules) -> int:
+  """How many ways the batch dimension is split on `mesh` (a global batch must be a multiple)."""
+  entry = batch_sharding(mesh, rules, 1).spec[0]
+  axes = () if entry is None else ((entry,) if isinstance(entry, str) else tuple(entry))
+  return math.prod(mesh.shape[a] for a in axes)
+
+
 def global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh,
                  rules: LogicalRules) -> dict[str, jax.Array]:
   """Assembles each process's slice of the batch into global arrays sharded over the batch axes.

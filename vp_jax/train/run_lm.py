@@ -25,14 +25,8 @@ from vp_jax.models.prefix_lm import model as _prefix_lm_model  # noqa: F401  (re
 from vp_jax.models.prefix_lm.config import PrefixLMConfig
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import get_rules
-from vp_jax.parallel.sharding import batch_sharding
+from vp_jax.parallel.sharding import batch_ways
 from vp_jax.train.trainer import Trainer, TrainerConfig, TrainResult
-
-
-def _batch_ways(mesh, rules) -> int:
-  entry = batch_sharding(mesh, rules, 1).spec[0]
-  axes = () if entry is None else ((entry,) if isinstance(entry, str) else tuple(entry))
-  return math.prod(mesh.shape[a] for a in axes)
 
 
 def task_datasets(split: str, *, shuffle: bool, seed: int, shuffle_buffer_size: int | None = None):
@@ -84,7 +78,7 @@ def train_lm(*, model_dir: str, model: PrefixLMConfig, trainer: TrainerConfig,
                        f"{model.vocab.size} (register the tasks with the model's vocab).")
   mesh_ = make_mesh(mesh)
   rules = get_rules(logical_axis_rules)
-  ways = _batch_ways(mesh_, rules)
+  ways = batch_ways(mesh_, rules)
   common = dict(total_steps=trainer.train_steps, seed=trainer.seed, batch_size=batch_size,
                 tokens_per_batch=tokens_per_batch,
                 batch_multiple=math.lcm(ways, jax.process_count()),

@@ -19,6 +19,8 @@ import jax
 import numpy as np
 
 from vp_jax.checkpoint.manager import Checkpointer
+from vp_jax.data.synthetic import tokenizer_batches
+from vp_jax.data.synthetic.dataset import SyntheticConfig
 from vp_jax.models import registry
 from vp_jax.models.magvit import synthetic
 from vp_jax.models.magvit.config import MagvitConfig
@@ -96,10 +98,15 @@ def _inflate_into_step0(runner: Trainer, init_from: str, cfg: MagvitConfig) -> N
 def train_video_tokenizer(*, model_dir: str, model: MagvitConfig, trainer: TrainerConfig,
                           batch_size: int, num_frames: int = 17, height: int = 64,
                           width: int = 64, init_from: str | None = None,
+                          dataset: SyntheticConfig | None = None,
                           mesh: MeshConfig = MeshConfig(),
                           logical_axis_rules: str | Sequence = "default") -> TrainResult:
   """Trains the tokenizer on moving-shape clips of num_frames x height x width (num_frames=1:
-  image pretraining), checkpointing to `model_dir`; resumes from the latest checkpoint there."""
+  image pretraining), or, with `dataset`, on the built-in dataset's clips of that config (its
+  frames and resolution replace num_frames/height/width; held out: its validation split),
+  checkpointing to `model_dir`; resumes from the latest checkpoint there."""
+  if dataset is not None:
+    (height, width), num_frames = dataset.hw, dataset.num_frames
   if batch_size < 1:
     raise ValueError(f"batch_size={batch_size} must be >= 1.")
   model.validate()
@@ -111,12 +118,18 @@ def train_video_tokenizer(*, model_dir: str, model: MagvitConfig, trainer: Train
   pi, pc = jax.process_index(), jax.process_count()
   if init_from and runner.checkpointer.latest_step() is None:
     _inflate_into_step0(runner, init_from, model)
-  train_iter = synthetic.moving_shapes_iterator(batch_size, num_frames, height, width,
-                                                seed=trainer.seed, process_index=pi,
-                                                process_count=pc)
-  eval_fn = lambda: synthetic.moving_shapes_iterator(
-      batch_size, num_frames, height, width, seed=trainer.seed + EVAL_SEED_OFFSET,
-      process_index=pi, process_count=pc)
+  if dataset is not None:
+    train_iter = tokenizer_batches.video_batches(dataset, batch_size, process_index=pi,
+                                                 process_count=pc)
+    eval_fn = lambda: tokenizer_batches.video_batches(dataset, batch_size, split="validation",
+                                                      process_index=pi, process_count=pc)
+  else:
+    train_iter = synthetic.moving_shapes_iterator(batch_size, num_frames, height, width,
+                                                  seed=trainer.seed, process_index=pi,
+                                                  process_count=pc)
+    eval_fn = lambda: synthetic.moving_shapes_iterator(
+        batch_size, num_frames, height, width, seed=trainer.seed + EVAL_SEED_OFFSET,
+        process_index=pi, process_count=pc)
   t0 = time.perf_counter()
   try:
     result = runner.fit(train_iter, eval_fn if trainer.eval_every else None)

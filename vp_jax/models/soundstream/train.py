@@ -16,6 +16,8 @@ from typing import Sequence
 
 import jax
 
+from vp_jax.data.synthetic import tokenizer_batches
+from vp_jax.data.synthetic.dataset import SyntheticConfig
 from vp_jax.models import registry
 from vp_jax.models.soundstream import data
 from vp_jax.models.soundstream import model as _model  # noqa: F401  (registers SoundStreamConfig)
@@ -58,23 +60,31 @@ def make_trainer(model: SoundStreamConfig, trainer: TrainerConfig, mesh: MeshCon
 
 def train(*, model_dir: str, model: SoundStreamConfig, trainer: TrainerConfig,
           batch_size: int = 16, clip_samples: int = 10_240, data_seed: int = 0,
+          dataset: SyntheticConfig | None = None,
           mesh: MeshConfig = MeshConfig(), logical_axis_rules: str | Sequence = "default",
           eval_batch_size: int = 16) -> TrainResult:
-  """Trains `model` on synthetic audio clips of `clip_samples` samples, checkpointing to
-  `model_dir`; resumes from the latest checkpoint there."""
+  """Trains `model` on synthetic audio clips of `clip_samples` samples (tones, chirps, clicks; or,
+  with `dataset`, crops of the built-in dataset's soundtracks, held out: its validation split),
+  checkpointing to `model_dir`; resumes from the latest checkpoint there."""
   if batch_size < 1 or clip_samples < model.hop_length:
     raise ValueError(f"batch_size={batch_size} must be >= 1 and clip_samples={clip_samples} >= "
                      f"one frame ({model.hop_length}).")
   save_config(model_dir, model)
   runner = make_trainer(model, trainer, mesh, logical_axis_rules, model_dir)
-  train_iter = data.synthetic_batches(batch_size, clip_samples, seed=data_seed,
-                                      sample_rate=model.sample_rate,
-                                      process_index=jax.process_index(),
-                                      process_count=jax.process_count())
-  eval_fn = lambda: data.synthetic_batches(eval_batch_size, clip_samples, seed=data.HELDOUT_SEED,
-                                           sample_rate=model.sample_rate,
-                                           process_index=jax.process_index(),
-                                           process_count=jax.process_count())
+  where = dict(process_index=jax.process_index(), process_count=jax.process_count())
+  if dataset is not None:
+    if dataset.sample_rate != model.sample_rate:
+      raise ValueError(f"dataset sample_rate {dataset.sample_rate} != the model's "
+                       f"{model.sample_rate}.")
+    train_iter = tokenizer_batches.audio_batches(dataset, batch_size, clip_samples, **where)
+    eval_fn = lambda: tokenizer_batches.audio_batches(dataset, eval_batch_size, clip_samples,
+                                                      split="validation", **where)
+  else:
+    train_iter = data.synthetic_batches(batch_size, clip_samples, seed=data_seed,
+                                        sample_rate=model.sample_rate, **where)
+    eval_fn = lambda: data.synthetic_batches(eval_batch_size, clip_samples,
+                                             seed=data.HELDOUT_SEED,
+                                             sample_rate=model.sample_rate, **where)
   t0 = time.perf_counter()
   try:
     result = runner.fit(train_iter, eval_fn)

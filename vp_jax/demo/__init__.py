@@ -1,0 +1,1 @@
+"""The end-to-end demo: synthetic data -> tokenizers -> tokenization -> LM -> generated media."""
