@@ -240,3 +240,35 @@ def test_detector_recovers_labels_of_rendered_clips():
   assert detect(np.zeros((2, 8, 8, 3), np.uint8))["colour"] is None
   with pytest.raises(ValueError, match="frames must be"):
     detect(np.zeros((8, 8, 3), np.uint8))
+
+
+def test_tokenizer_batches_are_the_datasets_frames_and_soundtrack_crops():
+  from vp_jax.data.synthetic import tokenizer_batches
+  cfg = SyntheticConfig(resolution="32x32", num_frames=5, num_examples=3)
+  data = SyntheticVideos(cfg)
+  it = tokenizer_batches.video_batches(cfg, 2)
+  b0, b1 = next(it)["video"], next(it)["video"]
+  assert b0.shape == (2, 5, 32, 32, 3) and b0.dtype == np.uint8
+  np.testing.assert_array_equal(b0[1], data[1]["frames"])
+  np.testing.assert_array_equal(b1[1], data[0]["frames"])        # batch 1 = examples 2, 3 % 3
+  # Two processes each take their half of every global batch.
+  half = next(tokenizer_batches.video_batches(cfg, 2, process_index=1, process_count=2))["video"]
+  np.testing.assert_array_equal(half[0], data[1]["frames"])
+  held_out = next(tokenizer_batches.video_batches(cfg, 1, split="validation"))["video"]
+  np.testing.assert_array_equal(held_out[0], SyntheticVideos(cfg, "validation")[0]["frames"])
+
+  audio = tokenizer_batches.audio_batches(cfg, 2, 1000)
+  w0 = next(audio)["wave"]
+  assert w0.shape == (2, 1000) and w0.dtype == np.float32
+  track = data[0]["audio"]
+  starts = [s for s in range(track.size - 999) if np.array_equal(track[s:s + 1000], w0[0])]
+  assert starts, "a crop must be a window of the example's soundtrack"
+  again = tokenizer_batches.audio_batches(cfg, 2, 1000)
+  again.set_state({"index": 0})
+  np.testing.assert_array_equal(next(again)["wave"], w0)         # deterministic by position
+  with pytest.raises(ValueError, match="longer than"):
+    next(tokenizer_batches.audio_batches(cfg, 1, track.size + 1))
+  with pytest.raises(ValueError, match="no audio"):
+    tokenizer_batches.audio_batches(SyntheticConfig(num_frames=1), 1, 100)
+  with pytest.raises(ValueError, match="not divisible"):
+    tokenizer_batches.video_batches(cfg, 3, process_count=2)

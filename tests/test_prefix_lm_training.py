@@ -3,9 +3,14 @@ input -> the same codes as output, random text in the text slots, condition drop
 greedy KV-cache generation from the trained weights reproduces held-out inputs."""
 import jax
 import numpy as np
+import pytest
+from flax import nnx
+
+from vp_jax.checkpoint.manager import CheckpointError
 
 from vp_jax.generate.sampling import Sampler, SamplingConfig
 from vp_jax.models.prefix_lm.config import preset
+from vp_jax.models.prefix_lm.load import load_prefix_lm
 from vp_jax.models.prefix_lm.model import PrefixLM
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import DEFAULT_RULES
@@ -38,7 +43,12 @@ def test_tiny_preset_learns_to_copy_and_generates_the_copy(tmp_path):
   assert first > 4.0 and last < 0.1, (first, last)
   assert metrics["accuracy"] >= TARGET_ACCURACY, metrics
 
-  model = trainer.spec.merge(result.state.params, result.state.rest)
+  # Generation loads the weights back from the checkpoint (no optimizer state needed).
+  model, step = load_prefix_lm(str(tmp_path), CFG, mesh)
+  assert step == STEPS
+  loaded = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
+               loaded, jax.device_get(result.state.params))
   held_out = next(batches(999))
   prefix = held_out["tokens"][:4, :LAYOUT.prefix_length]
   out = Sampler(model, mesh, DEFAULT_RULES).sample(
@@ -47,3 +57,10 @@ def test_tiny_preset_learns_to_copy_and_generates_the_copy(tmp_path):
   grids = LAYOUT.extract(out)
   match = np.mean(grids[L.VIDEO_OUT] == grids[L.VIDEO_IN])
   assert match >= TARGET_ACCURACY, match
+
+
+def test_load_prefix_lm_without_a_checkpoint_is_a_clear_error(tmp_path):
+  (tmp_path / "checkpoints").mkdir()
+  mesh = make_mesh(MeshConfig(data=1), jax.devices()[:1])
+  with pytest.raises(CheckpointError, match="No committed checkpoint"):
+    load_prefix_lm(str(tmp_path), CFG, mesh)

@@ -71,6 +71,9 @@ def test_filter_logits_ranges_top_k_top_p_temperature():
   np.testing.assert_array_equal(keep(0.9), [False, True, True, True])
   out = np.asarray(filter_logits(logits, 0, 4, **{**kw, "temperature": jnp.float32(0.5)}))
   np.testing.assert_allclose(out, 2 * np.asarray(logits), rtol=1e-6)
+  # top_p=None (the sampler's choice when top_p == 1): no nucleus filter, the same logits.
+  np.testing.assert_array_equal(np.asarray(filter_logits(logits, 1, 3, **{**kw, "top_p": None})),
+                                np.asarray(filter_logits(logits, 1, 3, **kw)))
 
 
 def test_greedy_cached_sampling_equals_full_recompute_on_8_devices(model, sampler):

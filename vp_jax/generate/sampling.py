@@ -47,17 +47,20 @@ class SamplingConfig:
 
 
 def filter_logits(logits: jax.Array, lo: jax.Array, hi: jax.Array, *, temperature: jax.Array,
-                  top_k: int, top_p: jax.Array) -> jax.Array:
+                  top_k: int, top_p: jax.Array | None) -> jax.Array:
   """logits [B, V] float32 -> logits with illegal / filtered ids at -inf, scaled by 1/temperature.
 
   Ids outside [lo, hi) (scalars) are removed first; top-k keeps the k largest of the rest; top-p
-  keeps the smallest set of the largest ids whose probability reaches top_p (always at least one)."""
+  keeps the smallest set of the largest ids whose probability reaches top_p (always at least one).
+  `top_p=None` skips the nucleus filter, and with it the sort over the whole vocabulary."""
   ids = jnp.arange(logits.shape[-1])
   logits = jnp.where((ids >= lo) & (ids < hi), logits, NEG_INF)
   logits = logits / jnp.maximum(temperature, 1e-6)
   if top_k > 0:
     kth = jax.lax.top_k(logits, top_k)[0][:, -1:]
     logits = jnp.where(logits >= kth, logits, NEG_INF)
+  if top_p is None:
+    return logits
   sorted_logits = jnp.sort(logits, axis=-1)[:, ::-1]
   cum = jnp.cumsum(jax.nn.softmax(sorted_logits, axis=-1), axis=-1)
   # The threshold is the smallest kept logit: the first sorted id at which the mass reaches top_p.
@@ -69,7 +72,7 @@ def filter_logits(logits: jax.Array, lo: jax.Array, hi: jax.Array, *, temperatur
 
 def _sample_loop(graphdef, state, prefix, text, text_mask, lo, hi, stop_tokens, key,
                  temperature, top_p, guidance_scale, *, top_k: int, guided: bool,
-                 greedy: bool):
+                 greedy: bool, nucleus: bool):
   model = nnx.merge(graphdef, state)
   b = prefix.shape[0]
   n = lo.shape[0]
@@ -93,7 +96,7 @@ def _sample_loop(graphdef, state, prefix, text, text_mask, lo, hi, stop_tokens, 
       cond_l, uncond_l = logits[:b], logits[b:]
       logits = uncond_l + guidance_scale * (cond_l - uncond_l)
     filtered = filter_logits(logits, lo[i], hi[i], temperature=temperature, top_k=top_k,
-                             top_p=top_p)
+                             top_p=top_p if nucleus else None)
     if greedy:
       token = jnp.argmax(filtered, axis=-1).astype(jnp.int32)
     else:
@@ -125,7 +128,7 @@ class Sampler:
     self.state = state
     self._jitted = jax.jit(
         functools.partial(_sample_loop, self.graphdef),
-        static_argnames=("top_k", "guided", "greedy"))
+        static_argnames=("top_k", "guided", "greedy", "nucleus"))
 
   def sample(self, layout: Layout, prefix: np.ndarray, *, key: jax.Array,
              config: SamplingConfig = SamplingConfig(), text: np.ndarray | None = None,
@@ -154,5 +157,5 @@ class Sampler:
           self.state, put(prefix), put(text), put(text_mask), jnp.asarray(lo), jnp.asarray(hi),
           jnp.asarray(stops), key, jnp.float32(config.temperature), jnp.float32(config.top_p),
           jnp.float32(config.guidance_scale), top_k=config.top_k, guided=guided,
-          greedy=config.temperature == 0)
+          greedy=config.temperature == 0, nucleus=config.top_p < 1.0)
     return np.concatenate([prefix, np.asarray(jax.device_get(out))], axis=1)
