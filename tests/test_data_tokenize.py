@@ -17,6 +17,8 @@ from vp_jax.data.synthetic import SyntheticConfig, SyntheticVideos, flat_labels
 from vp_jax.data.tokenize import SyntheticSource, TfdsSource, TokenizeConfig, Tokenizers
 from vp_jax.data.tokenize import runner, shards
 from vp_jax.data.tokenized import load_manifest, read_tokenized
+from vp_jax.tokenizers.untrained import (write_untrained_audio_tokenizer,
+                                         write_untrained_video_tokenizer)
 
 
 def _run(out, source, tok=None, **cfg):
@@ -139,6 +141,12 @@ def test_manifest_records_the_tokenizer_checkpoints(tmp_path):
   assert text["checkpoint"] == dirs["text"] and text["model_id"] == tokenizers().text.model_id
   # The records are part of the job: the same data with another checkpoint is another job.
   assert json.load(open(tmp_path / "job.json"))["tokenizers"] == manifest["tokenizers"]
+  # The untrained workdirs are a checkpoint like a training run's; never written over one.
+  assert sorted(os.listdir(os.path.join(dirs["video"], "checkpoints"))) == ["0"]
+  with pytest.raises(FileExistsError, match="already holds checkpoints"):
+    write_untrained_video_tokenizer(dirs["video"], MAGVIT)
+  with pytest.raises(FileExistsError, match="already holds checkpoints"):
+    write_untrained_audio_tokenizer(dirs["audio"], SOUNDSTREAM)
 
 
 def _shard_bytes(path):
@@ -298,9 +306,17 @@ def test_benchmark_script_runs(tmp_path):
   spec = importlib.util.spec_from_file_location("bench_data_pipeline", path)
   bench = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(bench)
-  out = bench.main(["--clips", "2", "--skip_lm"])
-  assert set(out) >= {"decode_128", "render_32", "tokenize_32", "read_32"}
+  # The test's tokenizers (compiled already) instead of the demo's `small` presets.
+  out = bench.main(["--clips", "2", "--tokenize_batch", str(BATCH), "--skip_lm"],
+                   tokenizers=tokenizers())
+  assert set(out) >= {"decode_128", "render_32", "tokenize_32", "read_32", "tokenize_video_s",
+                      "tokenize_audio_s", "tokenize_text_s"}
   assert all(v > 0 for v in out.values())
+  assert out["tokenize_video_s"] + out["tokenize_audio_s"] + out["tokenize_text_s"] < 2 / out[
+      "tokenize_32"]                                  # time inside the tokenizers < the job's
+  magvit, soundstream = bench.demo_tokenizer_configs()
+  assert 2 ** magvit.embedding_dim == 1024 and magvit.filters == 32   # `small`, SMALL_VOCAB sizes
+  assert (soundstream.num_levels, soundstream.codebook_size) == (4, 256)
 
 
 _KILL_SCRIPT = """

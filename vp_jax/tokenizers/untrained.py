@@ -30,10 +30,15 @@ from vp_jax.train.trainer import Trainer, TrainerConfig
 _GROUPS = ("generator", "discriminator")
 
 
-def _write_step0(workdir: str, model_config, seed: int) -> str:
+def _check_new(workdir: str) -> str:
+  workdir = os.path.abspath(os.fspath(workdir))
   if os.path.exists(os.path.join(workdir, "checkpoints")):
     raise FileExistsError(f"{workdir}: already holds checkpoints/; refusing to add an untrained "
                           f"step 0 to an existing run.")
+  return workdir
+
+
+def _write_step0(workdir: str, model_config, seed: int) -> str:
   trainer = Trainer(registry.factory(model_config),
                     TrainerConfig(train_steps=1, seed=seed, progress=False,
                                   async_checkpointing=False,
@@ -50,7 +55,7 @@ def _write_step0(workdir: str, model_config, seed: int) -> str:
 def write_untrained_video_tokenizer(workdir: str | os.PathLike, config: MagvitConfig,
                                     seed: int = 0) -> str:
   """`workdir/magvit_config.json` + `checkpoints/0` (MAGVIT-v2, random init from `seed`)."""
-  workdir = os.path.abspath(os.fspath(workdir))
+  workdir = _check_new(workdir)
   write_model_config(workdir, config)
   return _write_step0(workdir, config, seed)
 
@@ -58,6 +63,6 @@ def write_untrained_video_tokenizer(workdir: str | os.PathLike, config: MagvitCo
 def write_untrained_audio_tokenizer(workdir: str | os.PathLike, config: SoundStreamConfig,
                                     seed: int = 0) -> str:
   """`workdir/soundstream_config.json` + `checkpoints/0` (SoundStream, random init from `seed`)."""
-  workdir = os.path.abspath(os.fspath(workdir))
+  workdir = _check_new(workdir)
   save_config(workdir, config)
   return _write_step0(workdir, config, seed)
