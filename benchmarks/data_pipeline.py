@@ -6,21 +6,22 @@ Figures (all clips/s, measured in this process, so ratios are comparable on a bu
      with PyAV -> one 17-frame 8 fps clip at 128x128 and at 32x32 with 16 kHz audio;
   2. synthetic rendering (frames + depth + flow + soundtrack + caption);
   3. the in-process tokenization job at the demo configuration: the synthetic set at its defaults
-     (`SyntheticConfig()`: 32x32, 17 frames), MAGVIT-v2 `small` with a 10-bit LFQ (2^10 codes) and
-     SoundStream `small` with 4 x 256 codes (the CPU LM vocabulary SMALL_VOCAB), the demo T5
-     encoder; every feature (video, first frame, 2 COMMIT conditions, stylization, audio, text).
+     (`SyntheticConfig()`: 32x32, 17 frames), MAGVIT-v2 `small` (`--video_preset tiny`: what
+     vp_jax/demo trains) with a 10-bit LFQ (2^10 codes) and SoundStream `small` with 4 x 256 codes
+     (the CPU LM vocabulary SMALL_VOCAB), the demo T5 encoder; every feature (video, first frame, 2 COMMIT conditions, stylization, audio, text).
      Untrained weights (`vp_jax.tokenizers.untrained`; throughput does not depend on their values)
      unless --video_tokenizer / --audio_tokenizer / --text_encoder name trained checkpoints. The
      seconds spent inside each tokenizer are printed too. Compilation is excluded (a warm-up job on
      other examples first);
   4. reading the tokenized shards back (`read_tokenized`), which is the input side *during* LM
      training (tokenization is offline);
-  5. the demo LM trainer's step rate: the prefix LM `cpu` preset (SMALL_VOCAB, text_dim 64) through
-     the project's Trainer (benchmarks/mfu.py) at the demo's sequence lengths (32x32x17 clips:
-     text-to-video 152 tokens; the audio tasks ~512) and batch 8 (gin/train.gin BATCH_SIZE); clips/s
-     consumed = batch x steps/s (one clip per row).
+  5. the demo LM trainer's step rate: the prefix LM `cpu` preset (SMALL_VOCAB, text_dim 128 as in
+     vp_jax/demo) through the project's Trainer (benchmarks/mfu.py) at the demo's sequence lengths
+     (32x32x17 clips: text-to-video 152 tokens; the audio tasks ~512) and batch 8 (the demo's
+     lm_batch); clips/s consumed = batch x steps/s (one clip per row).
 
-Run:  python benchmarks/data_pipeline.py [--clips 16] [--batch 8] [--seq_lens 152,512]
+Run:  python benchmarks/data_pipeline.py [--clips 16] [--video_preset small|tiny] [--batch 8]
+      [--seq_lens 152,512]
 """
 from __future__ import annotations
 
@@ -86,21 +87,24 @@ DEMO_CONFIG = SyntheticConfig()   # 32x32, 17 frames: what the demo tokenizes
 TOKENIZE_BATCH = 8                # TokenizeConfig's default batch
 
 
-def demo_tokenizer_configs():
-  """MAGVIT-v2 `small` (2^10 codes) and SoundStream `small` (4 x 256 codes): SMALL_VOCAB's sizes."""
+def demo_tokenizer_configs(video_preset: str = "small"):
+  """MAGVIT-v2 `video_preset` (2^10 codes) and SoundStream `small` (4 x 256 codes): SMALL_VOCAB's
+  sizes. (The end-to-end demo, vp_jax/demo, trains MAGVIT `tiny`; `small` is the documented CPU
+  recipe, ~4x the compute.)"""
   from vp_jax.models.magvit import preset as magvit_preset
   from vp_jax.models.soundstream.config import preset as soundstream_preset
-  return magvit_preset("small", embedding_dim=10), soundstream_preset("small", codebook_size=256)
+  return (magvit_preset(video_preset, embedding_dim=10),
+          soundstream_preset("small", codebook_size=256))
 
 
 def demo_tokenizers(directory: str, video_dir: str | None = None, audio_dir: str | None = None,
-                    text_dir: str | None = None) -> Tokenizers:
+                    text_dir: str | None = None, video_preset: str = "small") -> Tokenizers:
   """The demo tokenizers loaded through their public `load` APIs; untrained workdirs are written
   to `directory` for those not given."""
   from vp_jax.data.tokenize.__main__ import load_tokenizers
   from vp_jax.text.demo import build_demo_encoder
   from vp_jax.tokenizers import untrained
-  magvit, soundstream = demo_tokenizer_configs()
+  magvit, soundstream = demo_tokenizer_configs(video_preset)
   if video_dir is None:
     video_dir = untrained.write_untrained_video_tokenizer(os.path.join(directory, "magvit"), magvit)
   if audio_dir is None:
@@ -158,12 +162,16 @@ def bench_read(path: str, repeats: int = 20) -> float:
   return _rate(n, time.perf_counter() - t0)
 
 
-def lm_step_seconds(preset: str, batch: int, seq_len: int, steps: int) -> float:
-  """Seconds per train step of the prefix LM `preset` through the Trainer (benchmarks/mfu.py)."""
+def lm_step_seconds(preset: str, batch: int, seq_len: int, steps: int,
+                    text_dim: int = 128) -> float:
+  """Seconds per train step of the prefix LM `preset` (text_dim: the demo T5's 128, as
+  vp_jax/demo sets it) through the Trainer (benchmarks/mfu.py)."""
+  from vp_jax.models.prefix_lm.config import preset as lm_preset
   spec = importlib.util.spec_from_file_location("bench_mfu", ROOT / "benchmarks" / "mfu.py")
   mfu = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mfu)
-  return mfu.measure_train_step(preset, batch, seq_len, steps, model="prefix_lm")["step_s"]
+  cfg = lm_preset(preset, text_dim=text_dim)
+  return mfu.measure_train_step(cfg, batch, seq_len, steps, model="prefix_lm")["step_s"]
 
 
 def main(argv=None, tokenizers: Tokenizers | None = None) -> dict:
@@ -171,7 +179,8 @@ def main(argv=None, tokenizers: Tokenizers | None = None) -> dict:
   p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   p.add_argument("--clips", type=int, default=16, help="clips per measurement")
   p.add_argument("--tokenize_batch", type=int, default=TOKENIZE_BATCH)
-  p.add_argument("--video_tokenizer", help="a MAGVIT workdir (default: untrained demo preset)")
+  p.add_argument("--video_tokenizer", help="a MAGVIT workdir (default: untrained --video_preset)")
+  p.add_argument("--video_preset", default="small", help="MAGVIT preset when untrained: small, tiny")
   p.add_argument("--audio_tokenizer", help="a SoundStream workdir (default: untrained demo preset)")
   p.add_argument("--text_encoder", help="a T5 checkpoint directory (default: the demo encoder)")
   p.add_argument("--lm_preset", default="cpu")
@@ -184,7 +193,7 @@ def main(argv=None, tokenizers: Tokenizers | None = None) -> dict:
   import tensorflow  # noqa: F401  (import cost is not part of any figure)
   with tempfile.TemporaryDirectory() as d:
     tok = tokenizers or demo_tokenizers(d, args.video_tokenizer, args.audio_tokenizer,
-                                        args.text_encoder)
+                                        args.text_encoder, args.video_preset)
     # Warm-up: compiles every tokenizer shape of the job (other examples than those timed).
     bench_tokenize(tok, args.tokenize_batch, os.path.join(d, "warmup"), batch=args.tokenize_batch,
                    seed=99)
@@ -202,7 +211,8 @@ def main(argv=None, tokenizers: Tokenizers | None = None) -> dict:
           ("decode+preprocess mp4 320x240@30fps -> 17x32x32 + audio", out["decode_32"]),
           ("synthetic render 17x32x32 (+depth, flow, audio)", out["render_32"]),
           ("synthetic render 17x128x128", out["render_128"]),
-          ("tokenization job, demo tokenizers, 17x32x32, all features", out["tokenize_32"]),
+          (f"tokenization job, MAGVIT {args.video_preset if not args.video_tokenizer else 'given'}"
+           ", 17x32x32, all features", out["tokenize_32"]),
           ("read_tokenized (training-time input), 17x32x32", out["read_32"])]
   width = max(len(k) for k, _ in rows)
   for k, v in rows:
