@@ -7,7 +7,7 @@ on their values) at the paper's 64 tokens, and, with --torch, the same weights t
 It also prints the max |difference| of the two outputs as a parity check at this size.
 
 Timing: one warm-up call (compilation), then `--repeats` calls of `encode_ids` on `--num_texts`
-captions of the demo grammar (padded to 64 tokens), best wall time; PyTorch likewise under
+captions of the synthetic dataset (padded to 64 tokens), best wall time; PyTorch likewise under
 `torch.inference_mode()` with the same batch size.
 
 Run:
@@ -25,9 +25,8 @@ from typing import Sequence
 
 import numpy as np
 
-from vp_jax.text.captions import demo_captions
 from vp_jax.text.config import PRESETS, T5EncoderConfig, get_config
-from vp_jax.text.demo import demo_config, train_sentencepiece
+from vp_jax.text.demo import demo_config, train_sentencepiece, training_captions
 from vp_jax.text.encoder import TextEncoder
 from vp_jax.text.model import init_params
 from vp_jax.text.tokenizer import Tokenizer
@@ -45,10 +44,11 @@ def _best(fn, repeats: int) -> float:
 def run(cfg: T5EncoderConfig, *, num_texts: int = 64, batch_size: int = 32, repeats: int = 3,
         torch_ref: bool = False, seed: int = 0) -> dict:
   """Times TextEncoder (and optionally HF PyTorch) on `num_texts` captions; returns the figures."""
-  tok = Tokenizer(train_sentencepiece(demo_captions()))
+  captions = training_captions()
+  tok = Tokenizer(train_sentencepiece(captions))
   params = init_params(cfg, seed)
   enc = TextEncoder(cfg, params, tok, batch_size=batch_size)
-  tokens = tok.encode(demo_captions(num_single=num_texts, num_pairs=0))
+  tokens = tok.encode((captions * (1 + num_texts // len(captions)))[:num_texts])
   out = enc.encode_ids(tokens.ids, tokens.mask)  # warm-up: compiles
   seconds = _best(lambda: enc.encode_ids(tokens.ids, tokens.mask), repeats)
   result = {"preset": cfg.name, "dtype": cfg.dtype, "params": cfg.num_params(),

@@ -64,9 +64,7 @@ def test_captions_agree_with_labels_over_many_examples():
   for i in range(len(videos)):
     scene, _ = videos.scene(i)
     labels = videos.labels(scene)
-    ex_caption = videos[i]["caption"] if i < 40 else None
-    rng = np.random.default_rng(i)
-    caption = ex_caption or captions.video_caption(labels, rng)
+    caption = videos.caption(i)
     assert captions.caption_mentions(caption, labels) == [], (caption, labels)
     objs = labels["objects"]
     seen["bounce"] += any(o["bounces"] for o in objs)
@@ -76,6 +74,21 @@ def test_captions_agree_with_labels_over_many_examples():
     seen["two"] += len(objs) == 2
   # Every kind of event occurs in a few hundred draws.
   assert all(v >= 10 for v in seen.values()), seen
+
+
+@pytest.mark.parametrize("cfg", [
+    SyntheticConfig(num_frames=17, num_examples=16, seed=5, scene=SceneConfig(max_objects=2)),
+    SyntheticConfig(num_frames=1, num_examples=16, seed=5, scene=SceneConfig(max_objects=2))],
+    ids=["video", "image"])
+def test_caption_without_rendering_equals_the_examples_caption(cfg):
+  for split in ("train", "validation"):
+    videos = SyntheticVideos(cfg, split)
+    picks = range(len(videos)) if split == "validation" else (0, 3, 7, 15)
+    got = [videos.caption(i) for i in picks]
+    assert got == [videos[i]["caption"] for i in picks]
+    assert len(set(got)) == len(got)  # distinct examples, distinct captions (not one repeated)
+  with pytest.raises(IndexError, match="index 16 out of range"):
+    SyntheticVideos(cfg).caption(16)
 
 
 def test_caption_checker_catches_wrong_captions():

@@ -7,7 +7,7 @@ import pathlib
 
 import numpy as np
 import pytest
-from tasks_data import tokenized
+from tasks_data import TEXT_DIM, tokenized
 
 
 def _launcher():
@@ -20,7 +20,8 @@ def _launcher():
 
 def _argv(model_dir, steps, data):
   return ["--gin_file=videopoet_lm.gin", f"--gin.MODEL_DIR='{model_dir}'",
-          "--gin.PREFIX_LM_PRESET='tiny'", f"--gin.TRAIN_STEPS={steps}", "--gin.BATCH_SIZE=8",
+          "--gin.PREFIX_LM_PRESET='tiny'", f"--gin.vp_jax.prefix_lm_preset.text_dim={TEXT_DIM}",
+          f"--gin.TRAIN_STEPS={steps}", "--gin.BATCH_SIZE=8",
           f"--gin.TOKENIZED_DATA={data!r}", "--gin.MIXTURE_OR_TASK_NAME='lm_t2v_i'",
           "--gin.train_lm.task_prefix='lm'", "--gin.LEARNING_RATE=1e-2",
           "--gin.WARMUP_STEPS=2", "--gin.vp_jax.TrainerConfig.save_every=3",

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import seqio
 import tensorflow as tf
-from tasks_data import VIDEO_CFG, SmallVideoTokenizer, tokenized
+from tasks_data import BATCH, TEXT_DIM, VIDEO_CFG, tokenized, tokenizers
 
 from vp_jax.data import conditions
 from vp_jax.data.lm_examples import tf_build
@@ -112,7 +112,7 @@ def test_every_task_has_the_paper_layout(registered):
       if reg is vid:   # unshuffled: the first clip (audio tasks: the first clip with audio)
         np.testing.assert_array_equal(ex["text_embeddings"], clip["text_embeddings"])
         np.testing.assert_array_equal(ex["text_mask"], clip["text_mask"])
-      assert ex["text_embeddings"].shape == (64, 32) and ex["text_mask"].any()
+      assert ex["text_embeddings"].shape == (64, TEXT_DIM) and ex["text_mask"].any()
 
 
 def test_codes_come_from_the_right_features(registered):
@@ -127,10 +127,13 @@ def test_codes_come_from_the_right_features(registered):
     np.testing.assert_array_equal(got[L.VIDEO_IN], clip[source])
     np.testing.assert_array_equal(got[L.VIDEO_OUT], clip["video_tokens"])
   # The COMMIT condition tokens are the tokenization of the masked video (not the video).
-  video = SyntheticVideos(VIDEO_CFG)[0]["frames"][None]
+  # (The job's first batch, examples 0 and 1: the same compiled shapes as the job.)
+  videos = SyntheticVideos(VIDEO_CFG)
+  video = np.stack([videos[i]["frames"] for i in range(BATCH)])
   for kind in ("inpaint", "outpaint"):
-    visible = conditions.visible_mask(f"{kind}_central", 17, 32, 32)[None]
-    cond, target = SmallVideoTokenizer().commit_encode(video, visible)
+    visible = np.broadcast_to(conditions.visible_mask(f"{kind}_central", 17, 32, 32),
+                              video.shape[:4])
+    cond, target = (np.asarray(x) for x in tokenizers().video.commit_encode(video, visible))
     name = f"t_vid_{kind}ing_128x128_17"
     got = vid.layouts[name].extract(_first(name)[0]["tokens"])
     np.testing.assert_array_equal(got[L.VIDEO_IN], cond[0])
@@ -209,12 +212,13 @@ def test_bad_inputs_are_refused(tmp_path):
 
 
 def test_portrait_41_frame_data_get_their_format_and_res_tokens(tmp_path):
-  from tasks_data import small_tokenizers
   from vp_jax.data.synthetic import SyntheticConfig
   from vp_jax.data.tokenize import SyntheticSource, TokenizeConfig, runner
   cfg = SyntheticConfig(resolution=(56, 32), num_frames=41, num_examples=2, seed=6)
-  runner.tokenize_dataset(SyntheticSource(cfg), small_tokenizers(), str(tmp_path),
-                          TokenizeConfig(shard_size=2, batch_size=2), progress=False)
+  # Only the features these two tasks read (COMMIT / stylization inputs would add compiles).
+  runner.tokenize_dataset(SyntheticSource(cfg), tokenizers(), str(tmp_path),
+                          TokenizeConfig(shard_size=2, batch_size=BATCH, masks=(),
+                                         stylization=False), progress=False)
   reg = videopoet.register_tasks(str(tmp_path), vocab=VOCAB, prefix="t_p41", overwrite=True,
                                  kinds=["text_to_video", "audio_video_continuation"])
   assert reg.names() == ["t_p41_text_to_video_128x224_41",

@@ -7,18 +7,26 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
+from vp_jax.data.synthetic import SyntheticConfig, SyntheticVideos
+from vp_jax.data.synthetic import scene as scene_lib
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.text import convert_hf
 from vp_jax.text.cache import EmbeddingCache
-from vp_jax.text.captions import demo_captions
 from vp_jax.text.demo import build_demo_encoder
 from vp_jax.text.encoder import TextEmbeddings, TextEncoder
 from vp_jax.text.tokenizer import Tokenizer
 
-TEXTS = ["a small red circle moves left over a blue background",
-         "a small blue circle moves left over a blue background",
-         "a big green star spins on a dark background", "",
-         "a red circle and a blue square collide over a striped background"]
+TEXTS = ["a small red circle moves left over a navy background",
+         "a small blue circle moves left over a navy background",
+         "a green cross on a gray background", "",
+         "a small red circle moves left and a large blue square moves right over a checkered "
+         "navy background"]
+
+
+def dataset_captions(n: int, seed: int = 1) -> list[str]:
+  """Captions of n one-object synthetic clips: "a <size> <colour> <shape> <motion> ..."."""
+  videos = SyntheticVideos(SyntheticConfig(num_examples=n, seed=seed))
+  return [videos.caption(i) for i in range(n)]
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +47,7 @@ def test_demo_encoder_embeddings(demo, demo_dir, tmp_path):
   assert isinstance(out, TextEmbeddings)
   assert out.embeddings.shape == (5, 64, 128) and out.embeddings.dtype == np.float32
   assert out.mask.dtype == bool and out.num_truncated.dtype == np.int32
-  np.testing.assert_array_equal(out.mask.sum(1), [11, 11, 10, 1, 13])
+  np.testing.assert_array_equal(out.mask.sum(1), [11, 11, 8, 1, 19])
   assert not out.embeddings[~out.mask].any()              # padded positions are exactly 0
   assert np.all(np.linalg.norm(out.embeddings[out.mask], axis=-1) > 1.0)
   # Captions differing in one word differ at that word (position 2) and, through attention,
@@ -59,7 +67,7 @@ def test_demo_encoder_embeddings(demo, demo_dir, tmp_path):
 def test_sharded_batches_match_single_device(demo_dir):
   cfg, params = convert_hf.load(demo_dir)
   tok = Tokenizer.load(demo_dir)
-  texts = demo_captions(num_single=9, num_pairs=2) + ["a " * 100]  # 12 texts, one truncated
+  texts = dataset_captions(11) + ["a " * 100]  # 12 texts, one truncated
   mesh = make_mesh(MeshConfig(data=2, fsdp=2, tensor=2))
   sharded = TextEncoder(cfg, params, tok, mesh=mesh, batch_size=5)
   assert sharded.batch_size == 8                          # rounded up to the 4 data-parallel ways
@@ -111,7 +119,7 @@ def test_cache_hits_are_bit_identical(demo, tmp_path):
   fresh = demo.encode(TEXTS + [TEXTS[0]])
   np.testing.assert_array_equal(first.embeddings, fresh.embeddings)
   reopened = EmbeddingCache(tmp_path, demo.model_id)
-  mixed = ["a tiny cyan ring rises over a gray background", TEXTS[2], TEXTS[0]]
+  mixed = ["a medium cyan triangle drifts up over a gray background", TEXTS[2], TEXTS[0]]
   second = reopened.get_or_compute(mixed, counting)
   assert counting.calls[1] == mixed[:1]                     # only the new text is computed
   assert (reopened.hits, reopened.misses) == (2, 1)
@@ -146,8 +154,8 @@ def test_cache_recovers_from_corrupt_entries_and_checks_the_model(demo, tmp_path
 
 def test_demo_embeddings_carry_the_caption_words_linearly(demo):
   """What the LM's linear text projection needs from the frozen random demo encoder: the words."""
-  from vp_jax.text.captions import COLOURS, SHAPES
-  captions = demo_captions(num_single=400, num_pairs=0)   # "a <size> <colour> <shape> ..."
+  captions = dataset_captions(400)   # "a <size> <colour> <shape> ..." (not the SPM's training set)
+  COLOURS, SHAPES = list(scene_lib.COLOURS), list(scene_lib.SHAPES)
   out = demo.encode(captions)
 
   def probe_accuracy(features, labels, vocab):

@@ -8,8 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from vp_jax.text.captions import demo_captions
-from vp_jax.text.demo import build_demo_encoder
+from vp_jax.text.demo import build_demo_encoder, training_captions
 
 pytestmark = pytest.mark.multiprocess
 
@@ -21,7 +20,7 @@ TIMEOUT_S = 240
 
 def test_two_processes_match_one(tmp_path):
   enc = build_demo_encoder(tmp_path / "encoder", batch_size=4)
-  texts = demo_captions(num_single=5, num_pairs=2)  # 7 captions: 2 batches of 4 (one filler row)
+  texts = training_captions()[:7]  # 7 captions: 2 batches of 4 (one filler row)
   (tmp_path / "texts.txt").write_text("\n".join(texts))
   env = dict(os.environ, XLA_FLAGS="--xla_backend_optimization_level=0")
   cmd = [sys.executable, LAUNCHER, "--num_processes", "2", "--local_devices", "1", "--timeout",

@@ -5,37 +5,67 @@ import numpy as np
 import pytest
 import sentencepiece as spm
 
-from vp_jax.text.captions import COLOURS, MOTIONS, SHAPES, demo_captions
-from vp_jax.text.demo import train_sentencepiece
+from vp_jax.data.synthetic import SceneConfig, SyntheticConfig
+from vp_jax.data.synthetic import scene as scene_lib
+from vp_jax.text.demo import DEMO_CAPTION_SOURCES, train_sentencepiece, training_captions
 from vp_jax.text.tokenizer import EOS_ID, PAD_ID, Tokenizer
+
+BYTE_PIECES = range(3, 3 + 256)  # after pad 0, eos 1, unk 2: the byte-fallback pieces
 
 
 @pytest.fixture(scope="module")
-def proto():
-  return train_sentencepiece(demo_captions())
+def captions():
+  return training_captions()
 
 
-def test_demo_vocabulary_is_deterministic_and_word_level(proto):
-  assert train_sentencepiece(demo_captions()) == proto  # same bytes every build
+@pytest.fixture(scope="module")
+def proto(captions):
+  return train_sentencepiece(captions)
+
+
+def _held_out() -> list[str]:
+  """Captions the SentencePiece model never saw: the validation and test splits, one- and
+  two-object scenes, videos and images, another seed."""
+  other = (SyntheticConfig(num_examples=400, seed=9), SyntheticConfig(num_frames=1,
+                                                                      num_examples=400, seed=9),
+           SyntheticConfig(num_examples=400, seed=9, scene=SceneConfig(max_objects=2)))
+  return (training_captions(DEMO_CAPTION_SOURCES, "validation")
+          + training_captions(other, "test"))
+
+
+def test_demo_vocabulary_is_trained_on_the_datasets_captions(captions, proto):
+  assert train_sentencepiece(training_captions()) == proto  # same bytes every build
+  assert len(captions) == 4000 and len(set(captions)) > 3000
   tok = Tokenizer(proto)
   assert tok.vocab_size == 640
-  caption = "a small red circle moves left over a blue background"
-  assert len(tok.pieces(caption)) == len(caption.split())  # one piece per caption word
-  captions = demo_captions()
-  assert len(set(captions)) == len(captions) == 5000
-  words = {w for c in captions for w in c.split()}
-  assert set(COLOURS) | set(SHAPES) | {w for m in MOTIONS for w in m.split()} <= words
-  pieces = sum(len(tok.pieces(c)) for c in captions[:500])
-  assert pieces == sum(len(c.split()) for c in captions[:500])
+  # Every label value the dataset can name occurs in the training captions.
+  words = {w for c in captions for w in c.replace(",", " ").split()}
+  labels = (set(scene_lib.SHAPES) | set(scene_lib.COLOURS) | set(scene_lib.SIZES)
+            | set(scene_lib.DIRECTIONS) | {"clockwise", "counterclockwise"}
+            | {w for b in scene_lib.BACKGROUNDS for w in b.split()})
+  assert labels <= words, labels - words
+  # Held-out dataset captions: one piece per word (a comma is its own piece), never a byte
+  # fallback or <unk> piece.
+  held_out = _held_out()
+  unseen = [c for c in held_out if c not in set(captions)]
+  assert len(held_out) == 650 and len(unseen) > 400
+  for caption in unseen:
+    pieces = tok.pieces(caption)
+    assert len(pieces) == len(caption.split()) + caption.count(","), caption
+    assert not any(p in BYTE_PIECES or p == 2 for p in pieces), caption
+  caption = "a small red circle moves left over a checkered navy background"
+  assert len(tok.pieces(caption)) == 11
   # Text outside the grammar still encodes (byte fallback), and decodes back.
   odd = "Zebra ünïcode 🙂!"
   assert 2 not in tok.pieces(odd)  # no <unk>
+  assert any(p in BYTE_PIECES for p in tok.pieces(odd))
   assert tok.decode(tok.encode([odd]).ids[0]) == odd
 
 
 def test_padding_mask_and_eos(proto):
   tok = Tokenizer(proto)
-  texts = ["a red ring spins", "", "a big blue star falls over a dark background"]
+  texts = ["a red cross drifts up", "", "a large blue square rushes down over a dark green "
+           "background"]
   out = tok.encode(texts)
   assert out.ids.shape == (3, 64) and out.ids.dtype == np.int32 and out.mask.dtype == bool
   lengths = [len(tok.pieces(t)) + 1 for t in texts]
@@ -51,7 +81,7 @@ def test_padding_mask_and_eos(proto):
 
 def test_truncation_at_64_tokens_is_reported(proto):
   tok = Tokenizer(proto)
-  words = ("a red circle and a blue square move left over a dark background " * 10).split()
+  words = ("a red circle and a blue square moves left over a navy background " * 10).split()
   exact = " ".join(words[:63])   # 63 pieces + EOS = 64: fits
   over1 = " ".join(words[:64])   # one piece too many
   long = " ".join(words)         # 130 pieces
@@ -66,7 +96,7 @@ def test_truncation_at_64_tokens_is_reported(proto):
   assert short.num_truncated[0] == len(words) - 7 and short.ids[0, 7] == EOS_ID
 
 
-def test_bad_inputs_raise_clear_errors(proto, tmp_path):
+def test_bad_inputs_raise_clear_errors(proto, captions, tmp_path):
   tok = Tokenizer(proto)
   with pytest.raises(TypeError, match="single str"):
     tok.encode("a red circle")
@@ -78,7 +108,7 @@ def test_bad_inputs_raise_clear_errors(proto, tmp_path):
     Tokenizer.load(tmp_path)
   # A SentencePiece model with the library's default ids (unk 0, bos 1, eos 2) is not T5's.
   buf = io.BytesIO()
-  spm.SentencePieceTrainer.train(sentence_iterator=iter(demo_captions()[:200]), model_writer=buf,
+  spm.SentencePieceTrainer.train(sentence_iterator=iter(captions[:200]), model_writer=buf,
                                  vocab_size=60, model_type="bpe", minloglevel=2, num_threads=1)
   with pytest.raises(ValueError, match="T5 expects pad=0, eos=1"):
     Tokenizer(buf.getvalue(), source="default_ids.model")

@@ -14,7 +14,7 @@ import hashlib
 import json
 import math
 import os
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -73,6 +73,7 @@ class TextEncoder:
       raise ValueError(f"TextEncoder: batch_size must be positive, got {batch_size}.")
     self.config = config
     self.vocabulary = vocabulary
+    self.checkpoint: str | None = None   # set by `load`
     self.mesh = mesh if mesh is not None else make_mesh(MeshConfig(data=-1))
     self.rules = get_rules(rules)
     batch_spec = logical_to_spec(("batch", None), self.rules, self.mesh)
@@ -162,8 +163,18 @@ class TextEncoder:
       tokenizer = default_spm
     if not isinstance(tokenizer, Tokenizer):
       tokenizer = Tokenizer.load(tokenizer)
-    return cls(config, params, tokenizer, mesh=mesh, rules=rules, batch_size=batch_size,
-               model_id=model_id)
+    enc = cls(config, params, tokenizer, mesh=mesh, rules=rules, batch_size=batch_size,
+              model_id=model_id)
+    enc.checkpoint = os.path.abspath(checkpoint)
+    return enc
+
+  def describe(self) -> dict[str, Any]:
+    """What produced these embeddings (recorded by the tokenization job): the class, the config
+    name, the checkpoint `load` read (None when built in memory), the SentencePiece model and the
+    model id (a fingerprint of the weights, vocabulary and config)."""
+    return {"class": f"{type(self).__module__}.{type(self).__qualname__}",
+            "version": self.config.name, "checkpoint": self.checkpoint,
+            "tokenizer": self.vocabulary.source, "model_id": self.model_id}
 
   @property
   def max_length(self) -> int:

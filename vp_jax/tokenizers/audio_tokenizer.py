@@ -20,6 +20,9 @@ Encode and decode are jitted (one compile per input shape) and batched.
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import os
 from typing import Any
 
@@ -37,6 +40,8 @@ from vp_jax.models.soundstream.model import SoundStream
 from vp_jax.models.soundstream.train import CONFIG_FILE, load_config
 
 AudioError = audio_io.AudioError
+# Bumped when the same weights would give different codes (framing, resampling, input handling).
+API_VERSION = "soundstream/1"
 CODEC_PARTS = ("encoder", "decoder")    # parameter subtrees the API needs (no discriminators)
 STATE_PARTS = ("quantizer",)            # non-parameter subtrees (the EMA codebooks)
 
@@ -88,6 +93,8 @@ class AudioTokenizer:
     self._state = state
     self._encode = jax.jit(self._encode_fn)
     self._decode = jax.jit(self._decode_fn)
+    self.checkpoint: str | None = None   # set by `load`: the checkpoints dir and step restored
+    self.step: int | None = None
 
   # --- construction ------------------------------------------------------------------------------
   @classmethod
@@ -129,7 +136,18 @@ class AudioTokenizer:
     finally:
       ckpt.close()
     state = restored["state"]
-    return cls(cfg, state["params"], state["rest"], mesh)
+    tok = cls(cfg, state["params"], state["rest"], mesh)
+    tok.checkpoint, tok.step = os.path.abspath(ckpt_dir), int(step)
+    return tok
+
+  def describe(self) -> dict[str, Any]:
+    """What produced these codes (recorded by the tokenization job): the class, the API version,
+    the checkpoint directory and step (None when built in memory) and a hash of the config."""
+    config_json = json.dumps(dataclasses.asdict(self.config), sort_keys=True)
+    return {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": API_VERSION,
+            "checkpoint": self.checkpoint, "step": self.step,
+            "levels": self.config.num_levels, "codebook_size": self.config.codebook_size,
+            "config_sha256": hashlib.sha256(config_json.encode()).hexdigest()[:16]}
 
   # --- pure functions (jitted) -------------------------------------------------------------------
   def _model(self, state) -> SoundStream:

@@ -13,6 +13,7 @@ conversion ([0,1] <-> the model's [-1,1]) and input checks live here.
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from typing import Any
@@ -26,6 +27,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 from vp_jax.models.magvit.config import MagvitConfig
 from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
 
+# Bumped when the same weights would give different codes (pixel conversion, COMMIT fill, ...).
+API_VERSION = "magvit-v2/1"
 # COMMIT: masked pixels of the condition video are set to this value (mid-grey, 0 in [-1, 1]).
 COMMIT_FILL = 0.5
 
@@ -71,6 +74,8 @@ class VideoTokenizer:
     self._data_ways = math.prod(self.mesh.shape[a] for a in self._batch_axes())
     self._encode = jax.jit(self._encode_fn)
     self._decode = jax.jit(self._decode_fn)
+    self.checkpoint: str | None = None   # set by `load`: the workdir and step the weights came from
+    self.step: int | None = None
 
   # -- construction -------------------------------------------------------------------------------
   @classmethod
@@ -83,12 +88,22 @@ class VideoTokenizer:
     if os.path.basename(path) == "checkpoints":
       path = os.path.dirname(path)
     config = read_model_config(path)
-    params, _ = restore_params(path, step)
-    return cls(config, params["tokenizer"], mesh)
+    params, step = restore_params(path, step)
+    tok = cls(config, params["tokenizer"], mesh)
+    tok.checkpoint, tok.step = path, int(step)
+    return tok
 
   @classmethod
   def from_module(cls, tokenizer: MagvitTokenizer, mesh=None) -> "VideoTokenizer":
     return cls(tokenizer.cfg, nnx.to_pure_dict(nnx.state(tokenizer)), mesh)
+
+  def describe(self) -> dict[str, Any]:
+    """What produced these codes (recorded by the tokenization job): the class, the API version,
+    the checkpoint workdir and step (None when built in memory) and a hash of the model config."""
+    return {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": API_VERSION,
+            "checkpoint": self.checkpoint, "step": self.step,
+            "codebook_size": self.config.codebook_size,
+            "config_sha256": hashlib.sha256(self.config.to_json().encode()).hexdigest()[:16]}
 
   # -- shapes -------------------------------------------------------------------------------------
   def latent_shape(self, t: int, h: int, w: int) -> tuple[int, int, int]:

@@ -91,20 +91,35 @@ class SyntheticVideos:
     return dict(kind=c.kind, objects=objects, background=scene.background, pattern=scene.pattern,
                 camera=scene.camera)
 
-  def __getitem__(self, index: int) -> dict[str, Any]:
+  def _check_index(self, index: int) -> None:
     if not 0 <= index < len(self):
       raise IndexError(f"synthetic {self.split} index {index} out of range [0, {len(self)}).")
+
+  def _caption(self, labels: dict[str, Any], rng: np.random.Generator) -> str:
+    """The caption drawn from `rng` right after the scene (the soundtrack draws after it)."""
+    if self.config.kind == "video":
+      return captions.video_caption(labels, rng)
+    return captions.image_caption(labels, rng)
+
+  def caption(self, index: int) -> str:
+    """Example `index`'s caption without rendering its frames or audio: `self[index]["caption"]`
+    at the cost of sampling the scene (what the demo's SentencePiece model is trained on)."""
+    self._check_index(index)
+    scene, rng = self.scene(index)
+    return self._caption(self.labels(scene), rng)
+
+  def __getitem__(self, index: int) -> dict[str, Any]:
+    self._check_index(index)
     c = self.config
     h, w = c.hw
     scene, rng = self.scene(index)
     labels = self.labels(scene)
     frames, depth, flow = render.render(scene, c.num_frames, h, w, c.fps)
+    caption = self._caption(labels, rng)
     if c.kind == "video":
-      caption = captions.video_caption(labels, rng)
       n = formats.audio_samples(c.num_frames, c.sample_rate, c.fps)
       audio = sound.soundtrack(labels, n, c.sample_rate, rng)
     else:
-      caption = captions.image_caption(labels, rng)
       audio = np.zeros((0,), np.float32)
     return {
         "id": f"synthetic-{self.split}-{index:08d}",
