@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-all test-multiprocess bench clean
+.PHONY: demo test test-all test-multiprocess bench bench-torchref clean
 
 $(STAMP): setup.py constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -26,5 +26,23 @@ test-all: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/mfu.py
 
+# PyTorch reference implementations (magvit2-pytorch, audiolm-pytorch SoundStream) for the tokenizer
+# benchmarks: their own venv from an exact freeze (torch 2.11 CUDA wheels, several GB; see the
+# comment at the top of benchmarks/torchref-requirements.txt), never in $(VENV).
+TORCHREF_VENV ?= .venv-torchref
+TORCHREF_STAMP := $(TORCHREF_VENV)/.installed
+
+$(TORCHREF_STAMP): benchmarks/torchref-requirements.txt
+	$(PYTHON) -m venv $(TORCHREF_VENV)
+	$(TORCHREF_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(TORCHREF_VENV)/bin/python -m pip install --quiet --no-deps -r benchmarks/torchref-requirements.txt
+	touch $(TORCHREF_STAMP)
+
+# Tokenizer speed against the PyTorch references, same clips, same run (small presets; pass the
+# scripts' --configs paper / --presets paper for the paper widths).
+bench-torchref: $(STAMP) $(TORCHREF_STAMP)
+	TORCHREF_PYTHON=$(TORCHREF_VENV)/bin/python $(PY) benchmarks/video_tokenizer.py --configs small
+	TORCHREF_PYTHON=$(TORCHREF_VENV)/bin/python $(PY) benchmarks/audio_tokenizer.py --presets small
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) $(TORCHREF_VENV) runs

@@ -1,16 +1,32 @@
 """MAGVIT-v2 tokenizer throughput on this machine: encode and decode frames/s, GFLOP/s and the
-fraction of the measured matmul peak, for the `small` preset and the paper-scale widths; and, when
-`magvit2-pytorch` is importable (run this script with /work/venv_torchref/bin/python, or install it),
-the same layout in magvit2-pytorch on the same clips in the same process, with the ratio.
+fraction of the measured matmul peak, for the `small` preset and the paper-scale widths; and
+magvit2-pytorch's VideoTokenizer in the same layout on the same clips, with the ratio (issue
+target: ours >= 2x its frames/s).
 
-FLOPs are XLA's own count for the compiled encode/decode (`cost_analysis()`), so the GFLOP/s figure
-is "useful model FLOPs per second". The peak is `benchmarks/mfu.py`'s best jitted float32 matmul.
-Timings: one warm-up call (compilation), then the best of `--repeats` calls, each ended with
-`block_until_ready`. The machine's load changes the absolute numbers; ratios measured in the same
-process are the meaningful figures.
+The reference runs in its own venv (`.venv-torchref`, `make .venv-torchref/.installed`; torch 2.11)
+as a subprocess (benchmarks/torchref.py): the clips go over as an .npy file, the timings come back
+as JSON. Both sides are timed in the same run; the machine's load changes the absolute numbers,
+the ratio is the figure to read. Threads: XLA's CPU backend uses all cores; the reference gets
+torch.set_num_threads(--threads), default the core count.
+
+"Same layout" (torchref.magvit_layers): same base width, per-level widths, spatial/temporal
+compression, 18-bit LFQ (2^18 codes) and 3x3x3 input/output convs; 2 of magvit2-pytorch's residual
+units (one 3x3x3 conv + 1x1 conv + squeeze-excite each) per our residual block (two 3x3x3 convs +
+group norms). What its API cannot express: group-norm residual blocks (its units are norm-free with
+ELU and squeeze-excite), width changes inside strided convs rather than in the next residual block,
+separate 2D-space / 1D-time strided convs instead of one strided 3D conv, 1x1 depth-to-space
+upsampling convs instead of our 3x3x3 ones, and no adaptive group norm in its decoder. Both
+parameter counts and FLOPs per call are printed so the match can be judged.
+
+FLOPs (both sides, same convention): 2 per multiply-add of convolutions and matmuls, from our jaxpr
+(benchmarks/flop_count.py) and from torch.utils.flop_counter for the reference; GFLOP/s is that over
+the measured time, as a fraction of the peak = `benchmarks/mfu.py`'s best jitted float32 matmul.
+XLA's own `cost_analysis()` count (all ops, incl. norms and activations) is printed for ours too. Timings: one warm-up call (compilation), then the
+best of `--repeats` calls (`block_until_ready` on our side).
 
   python benchmarks/video_tokenizer.py                      # small (17x64x64) + paper widths
-  python benchmarks/video_tokenizer.py --configs small --frames 17 --size 128
+  python benchmarks/video_tokenizer.py --configs paper --frames 5 --size 64
+  python benchmarks/video_tokenizer.py --no_torch           # ours only
 """
 from __future__ import annotations
 
@@ -22,9 +38,12 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from mfu import measure_matmul_peak  # noqa: E402
+from flop_count import conv_matmul_flops  # noqa: E402
+from torchref import run_reference  # noqa: E402
 
 from vp_jax.models.magvit import preset, synthetic  # noqa: E402
 from vp_jax.models.magvit.tokenizer import create_tokenizer  # noqa: E402
@@ -48,57 +67,36 @@ def _flops(jitted, *args) -> float:
 
 
 def bench_jax(name: str, clips: np.ndarray, repeats: int, peak: float) -> dict:
-  tok = VideoTokenizer.from_module(create_tokenizer(preset(name)))
+  module = create_tokenizer(preset(name))
+  params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
+  tok = VideoTokenizer.from_module(module)
   frames = clips.shape[0] * clips.shape[1]
   x = jnp.asarray(clips)
   ids = tok.encode(x)
   enc_s = _best(lambda: tok.encode(x), repeats)
   dec_s = _best(lambda: tok.decode(ids), repeats)
-  enc_flops = _flops(tok._encode, tok._params, x)
-  dec_flops = _flops(tok._decode, tok._params, ids)
-  out = {"config": name, "encode_fps": frames / enc_s, "decode_fps": frames / dec_s,
+  enc_flops = conv_matmul_flops(tok._encode, tok._params, x)
+  dec_flops = conv_matmul_flops(tok._decode, tok._params, ids)
+  out = {"config": name, "params": params, "encode_flops": enc_flops, "decode_flops": dec_flops,
+         "encode_xla_flops": _flops(tok._encode, tok._params, x),
+         "decode_xla_flops": _flops(tok._decode, tok._params, ids),
+         "encode_fps": frames / enc_s, "decode_fps": frames / dec_s,
          "encode_gflops": enc_flops / enc_s / 1e9, "decode_gflops": dec_flops / dec_s / 1e9}
   out["encode_peak_frac"] = out["encode_gflops"] / peak
   out["decode_peak_frac"] = out["decode_gflops"] / peak
   return out
 
 
-def bench_torch(name: str, clips: np.ndarray, repeats: int) -> dict | None:
-  """magvit2-pytorch's VideoTokenizer with the same widths, compressions and 18-bit LFQ."""
-  try:
-    import torch
-    from magvit2_pytorch import VideoTokenizer as TorchTokenizer
-  except ImportError as e:
-    print(f"  magvit2-pytorch: not available ({e}); run with /work/venv_torchref/bin/python")
-    return None
+def bench_torch(name: str, clips: np.ndarray, repeats: int, threads: int,
+                python: str | None) -> dict | str:
+  """magvit2-pytorch's VideoTokenizer in our preset's layout (torchref.magvit_layers), run in the
+  reference venv on the same clips; a string when it cannot run."""
   cfg = preset(name)
-  layers = []
-  for level, mult in enumerate(cfg.channel_multipliers):
-    width = cfg.filters * mult
-    layers += [("consecutive_residual", cfg.num_res_blocks)]
-    if level < len(cfg.channel_multipliers) - 1:
-      layers.append(("compress_space", width))
-      if cfg.temporal_downsample[level]:
-        layers.append(("compress_time", width))
-  model = TorchTokenizer(image_size=clips.shape[2], init_dim=cfg.filters, codebook_size=2 ** 18,
-                         layers=tuple(layers), use_gan=False, perceptual_loss_weight=0.0).eval()
-  video = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1
-  frames = clips.shape[0] * clips.shape[1]
-  with torch.no_grad():
-    codes = model.tokenize(video)
-    enc = _best_torch(lambda: model.tokenize(video), repeats)
-    dec = _best_torch(lambda: model.decode_from_code_indices(codes), repeats)
-  return {"encode_fps": frames / enc, "decode_fps": frames / dec}
-
-
-def _best_torch(fn, repeats):
-  fn()
-  best = float("inf")
-  for _ in range(repeats):
-    t = time.perf_counter()
-    fn()
-    best = min(best, time.perf_counter() - t)
-  return best
+  spec = {"filters": cfg.filters, "channel_multipliers": list(cfg.channel_multipliers),
+          "num_res_blocks": cfg.num_res_blocks,
+          "temporal_downsample": list(cfg.temporal_downsample),
+          "embedding_dim": cfg.embedding_dim, "repeats": repeats, "threads": threads}
+  return run_reference("magvit", spec, clips, python)
 
 
 def main(argv=None):
@@ -108,24 +106,45 @@ def main(argv=None):
   p.add_argument("--size", type=int, default=64)
   p.add_argument("--batch", type=int, default=1)
   p.add_argument("--repeats", type=int, default=2)
+  p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                 help="torch.set_num_threads for the reference (XLA's CPU backend uses all cores)")
+  p.add_argument("--torch_python", default=None,
+                 help="reference venv interpreter (default $TORCHREF_PYTHON or .venv-torchref)")
+  p.add_argument("--no_torch", action="store_true", help="skip the magvit2-pytorch comparison")
   args = p.parse_args(argv)
   peak = measure_matmul_peak(repeats=3)
   print(f"matmul peak: {peak:.1f} GFLOP/s (float32, {jax.device_count()} device(s), "
-        f"{jax.devices()[0].platform})")
+        f"{jax.devices()[0].platform}); load average {os.getloadavg()[0]:.2f}; best of "
+        f"{args.repeats} after a warm-up", flush=True)
   clips = synthetic.moving_shapes_batch(0, 0, args.batch, args.frames, args.size, args.size)
+  results = {}
   for name in args.configs.split(","):
     r = bench_jax(name, clips, args.repeats, peak)
-    print(f"{name} {args.batch}x{args.frames}x{args.size}x{args.size}: "
-          f"encode {r['encode_fps']:.1f} frames/s ({r['encode_gflops']:.1f} GFLOP/s, "
-          f"{100 * r['encode_peak_frac']:.0f}% of peak); decode {r['decode_fps']:.1f} frames/s "
-          f"({r['decode_gflops']:.1f} GFLOP/s, {100 * r['decode_peak_frac']:.0f}% of peak)",
-          flush=True)
-    t = bench_torch(name, clips, args.repeats)
-    if t is not None:
-      print(f"  magvit2-pytorch same layout: encode {t['encode_fps']:.1f} frames/s, decode "
-            f"{t['decode_fps']:.1f} frames/s; ratio jax/torch encode "
-            f"{r['encode_fps'] / t['encode_fps']:.2f}x, decode "
-            f"{r['decode_fps'] / t['decode_fps']:.2f}x", flush=True)
+    results[name] = {"jax": r}
+    print(f"{name} {args.batch}x{args.frames}x{args.size}x{args.size}:\n  vp_jax ({r['params'] / 1e6:.2f}M "
+          f"params): encode {r['encode_fps']:.2f} frames/s ({r['encode_flops'] / 1e9:.1f} GFLOP, "
+          f"{r['encode_gflops']:.1f} GFLOP/s, {100 * r['encode_peak_frac']:.0f}% of peak); decode "
+          f"{r['decode_fps']:.2f} frames/s ({r['decode_flops'] / 1e9:.1f} GFLOP, "
+          f"{r['decode_gflops']:.1f} GFLOP/s, {100 * r['decode_peak_frac']:.0f}% of peak); XLA "
+          f"cost_analysis: {r['encode_xla_flops'] / 1e9:.1f} / {r['decode_xla_flops'] / 1e9:.1f} "
+          f"GFLOP", flush=True)
+    if args.no_torch:
+      continue
+    t = bench_torch(name, clips, args.repeats, args.threads, args.torch_python)
+    if isinstance(t, str):
+      print(f"  magvit2-pytorch: unavailable ({t})", flush=True)
+      continue
+    results[name]["torch"] = t
+    enc_g, dec_g = t["encode_flops"] / t["encode_s"] / 1e9, t["decode_flops"] / t["decode_s"] / 1e9
+    print(f"  magvit2-pytorch {t['torch'].split('+')[0]}, {t['threads']} threads "
+          f"({t['params'] / 1e6:.2f}M params): encode {t['encode_fps']:.2f} frames/s "
+          f"({t['encode_flops'] / 1e9:.1f} GFLOP, {enc_g:.1f} GFLOP/s, {100 * enc_g / peak:.0f}% of "
+          f"peak); decode {t['decode_fps']:.2f} frames/s ({t['decode_flops'] / 1e9:.1f} GFLOP, "
+          f"{dec_g:.1f} GFLOP/s, {100 * dec_g / peak:.0f}% of peak)", flush=True)
+    print(f"  ratio vp_jax / magvit2-pytorch frames/s: encode "
+          f"{r['encode_fps'] / t['encode_fps']:.2f}x, decode "
+          f"{r['decode_fps'] / t['decode_fps']:.2f}x (target >= 2x)", flush=True)
+  return results
 
 
 if __name__ == "__main__":

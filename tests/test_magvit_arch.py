@@ -177,3 +177,22 @@ def test_hash_initializer_statistics():
   assert np.mean(u == np.asarray(hash_uniform(k1, (64, 1000)))) < 0.01
   w = np.asarray(variance_scaling_uniform(2.0)(k1, (3, 3, 3, 16, 32)))
   np.testing.assert_allclose(w.var(), 2.0 / (27 * 16), rtol=0.05)
+
+
+@pytest.mark.parametrize("kernel,strides,thw", [((3, 3, 3), (1, 1, 1), (5, 8, 6)),
+                                                ((3, 3, 3), (2, 2, 2), (9, 8, 7)),
+                                                ((1, 3, 3), (1, 1, 1), (3, 6, 6)),
+                                                ((3, 3, 3), (1, 2, 2), (1, 7, 9)),
+                                                ((1, 1, 1), (1, 1, 1), (5, 4, 4))])
+def test_conv3d_as_2d_matches_native(kernel, strides, thw):
+  """The CPU path (time taps concatenated into a 2D conv) computes the native causal 3D conv."""
+  from vp_jax.models.magvit.conv import _same_pad, conv3d_as_2d, conv3d_native
+  rng = np.random.default_rng(3)
+  x = jnp.asarray(rng.normal(size=(2, *thw, 5)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(*kernel, 5, 7)), jnp.float32)
+  pad = [_same_pad(thw[1], kernel[1], strides[1]), _same_pad(thw[2], kernel[2], strides[2])]
+  want = jax.jit(lambda a, b: conv3d_native(a, b, strides, pad))(x, k)
+  got = jax.jit(lambda a, b: conv3d_as_2d(a, b, strides, pad))(x, k)
+  assert got.shape == want.shape == (2, (thw[0] - 1) // strides[0] + 1,
+                                     -(-thw[1] // strides[1]), -(-thw[2] // strides[2]), 7)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
