@@ -21,11 +21,11 @@ def test_parse_flags_t5x_style():
     gin_cli.parse_flags(["--gin.TRAIN_STEPS"])
 
 
-def _configure(*bindings, files=("demo.gin",)):
+def _configure(*bindings, files=("toy_lm_cpu.gin",)):
   gin_cli.configure(gin_cli.GinFlags(files=files, bindings=bindings))
 
 
-def test_demo_config_resolves_macros():
+def test_toy_config_resolves_macros():
   _configure("MODEL_DIR = '/tmp/x'", "TRAIN_STEPS = 7")
   assert gin_cli.query_macro("MODEL_DIR") == "/tmp/x"
   assert gin_cli.query_macro("TRAIN_STEPS") == 7 and gin_cli.query_macro("BATCH_SIZE") == 16
@@ -74,7 +74,7 @@ def _train(*args, timeout=600):
 
 
 def test_train_entry_point_end_to_end(tmp_path):
-  out = _train("--gin_file=demo.gin", f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=6",
+  out = _train("--gin_file=toy_lm_cpu.gin", f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=6",
                "--gin.vp_jax.TrainerConfig.eval_every=3", "--gin.vp_jax.TrainerConfig.save_every=3",
                "--gin.TASK_FEATURE_LENGTHS={'targets': 16}")
   assert out.returncode == 0, out.stderr[-3000:]
@@ -84,15 +84,15 @@ def test_train_entry_point_end_to_end(tmp_path):
   assert "train_steps = %TRAIN_STEPS" in operative or "train_steps = 6" in operative
   assert "TRAIN_STEPS = 6" in (tmp_path / "config.gin").read_text()
   # a second run with more steps resumes from step 6
-  again = _train("--gin_file=demo.gin", f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=8",
+  again = _train("--gin_file=toy_lm_cpu.gin", f"--gin.MODEL_DIR='{tmp_path}'", "--gin.TRAIN_STEPS=8",
                  "--gin.TASK_FEATURE_LENGTHS={'targets': 16}")
   assert again.returncode == 0, again.stderr[-3000:]
   assert "steps 6 -> 8" in again.stdout
 
 
 def test_train_entry_point_bad_config_exits_2_before_compute(tmp_path):
-  out = _train("--gin_file=demo.gin", "--gin.vp_jax.TrainerConfig.lerning_rate=1")
+  out = _train("--gin_file=toy_lm_cpu.gin", "--gin.vp_jax.TrainerConfig.lerning_rate=1")
   assert out.returncode == 2
   assert "lerning_rate" in out.stderr and "Traceback" not in out.stderr
-  out = _train("--gin_file=demo.gin", "--gin.TRAIN_STEPS=3")
+  out = _train("--gin_file=toy_lm_cpu.gin", "--gin.TRAIN_STEPS=3")
   assert out.returncode == 2 and "MODEL_DIR" in out.stderr
