@@ -18,7 +18,7 @@ demo: $(STAMP)
 
 # Default test run (CI): everything but the tests marked slow.
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q -m "not slow" --durations=15 tests
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -34,7 +34,7 @@ def test_demo_writes_decodable_media_and_a_report(demo_dir):
   for task, info in gen["tasks"].items():
     mp4 = [f for f in info["files"] if f.endswith(".mp4")]
     assert len(mp4) == 1 and os.path.exists(mp4[0].replace(".mp4", ".gif"))
-    frames = read_frames(mp4[0])
+    frames, _ = read_frames(mp4[0])
     assert frames.shape == (17, 32, 32, 3), task
     assert probe(mp4[0]).has_audio == (task == "video_to_audio"), task
   # Sequence lengths of the demo's layouts: 4x4 latents, 64 text slots, 106 audio frames.

@@ -243,7 +243,7 @@ def test_benchmark_script_times_both_and_checks_parity():
   assert result["texts_per_s"] == pytest.approx(8 / result["seconds"])
   assert result["speed_ratio"] == pytest.approx(result["torch_seconds"] / result["seconds"])
   assert result["max_abs_diff"] < ATOL
-  assert 9 <= result["real_tokens_per_text"] <= 16
+  assert 9 <= result["real_tokens_per_text"] <= 40    # the dataset captions: ~24 pieces + EOS
 
 
 def test_sharded_hf_checkpoints_via_index_files(hf, tmp_path):
