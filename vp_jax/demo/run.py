@@ -16,6 +16,7 @@ checkpoint when a run was interrupted); `force` names stages to redo (with all t
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -24,7 +25,6 @@ import time
 from typing import Callable, Sequence
 
 import jax
-import numpy as np
 
 from vp_jax.demo import report as report_lib
 from vp_jax.demo.config import DemoConfig
@@ -75,7 +75,6 @@ def _describe(c) -> dict:
 
 
 def stage_video_tok(cfg: DemoConfig, d: str, ctx: dict) -> dict:
-  import dataclasses
   from vp_jax.models.magvit.train import train_video_tokenizer
   image_dir, video_dir = os.path.join(d, "image"), os.path.join(d, "video")
   image_cfg = dataclasses.replace(cfg.video_tokenizer, temporal_kernel=1)
@@ -115,9 +114,16 @@ def load_tokenizers(workdir: str):
                     text=build_demo_encoder(os.path.join(workdir, "text_encoder")))
 
 
+def _tokenizers(ctx: dict):
+  """The trained tokenizers and text encoder, loaded once per process."""
+  if "tokenizers" not in ctx:
+    ctx["tokenizers"] = load_tokenizers(ctx["workdir"])
+  return ctx["tokenizers"]
+
+
 def stage_tokenize(cfg: DemoConfig, d: str, ctx: dict) -> dict:
   from vp_jax.data.tokenize import SyntheticSource, TokenizeConfig, tokenize_dataset
-  tok = ctx.setdefault("tokenizers", load_tokenizers(ctx["workdir"]))
+  tok = _tokenizers(ctx)
   # Only the features the demo's tasks read: no COMMIT masks, no stylization condition.
   tcfg = TokenizeConfig(masks=(), stylization=False, batch_size=8, shard_size=64)
   out = {}
@@ -162,7 +168,7 @@ def stage_lm(cfg: DemoConfig, d: str, ctx: dict) -> dict:
 
 def stage_generate(cfg: DemoConfig, d: str, ctx: dict) -> dict:
   from vp_jax.demo import samples
-  tok = ctx.setdefault("tokenizers", load_tokenizers(ctx["workdir"]))
+  tok = _tokenizers(ctx)
   return samples.generate_all(cfg, ctx["workdir"], d, tok)
 
 
