@@ -76,17 +76,22 @@ class Checkpointer:
                             f"restore another step ({self.all_steps()}).")
     return path
 
+  def _committed_or_latest(self, step: int | None) -> tuple[int, epath.Path]:
+    """(step, its directory): `step` if committed (else a CheckpointError naming what is wrong),
+    or the latest committed step when None."""
+    if step is None:
+      step = self.latest_step()
+      if step is None:
+        raise CheckpointError(f"No committed checkpoint in {self.directory}.")
+    return step, self._check_committed(step)
+
   def restore(self, abstract_state: Any, step: int | None = None) -> tuple[Any, dict[str, Any]]:
     """Restores (state, data_state) at `step` (default: latest) onto `abstract_state`'s shardings.
 
     `abstract_state` is a tree of `jax.ShapeDtypeStruct` with `.sharding` set; the checkpoint may
     have been written under any mesh or device count.
     """
-    if step is None:
-      step = self.latest_step()
-      if step is None:
-        raise CheckpointError(f"No committed checkpoint in {self.directory}.")
-    path = self._check_committed(step)
+    step, path = self._committed_or_latest(step)
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(
           **{STATE: ocp.args.StandardRestore(abstract_state), DATA: ocp.args.JsonRestore()}))
@@ -103,11 +108,7 @@ class Checkpointer:
     `{"params": abstract pure dict}`, at `step` (default: latest) onto the target's shardings:
     what inference needs, without the optimizer state or the optimizer config that shaped it.
     Returns (restored fields, step)."""
-    if step is None:
-      step = self.latest_step()
-      if step is None:
-        raise CheckpointError(f"No committed checkpoint in {self.directory}.")
-    path = self._check_committed(step)
+    step, path = self._committed_or_latest(step)
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
           item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
