@@ -165,18 +165,13 @@ def test_bad_config():
   assert dataclasses.replace(cfg).to_json() == type(cfg).from_json(cfg.to_json()).to_json()
 
 
-def test_hash_initializer_statistics():
-  from vp_jax.models.magvit.conv import hash_uniform, variance_scaling_uniform
-  k0, k1 = jax.random.PRNGKey(0), jax.random.PRNGKey(1)
-  u = np.asarray(hash_uniform(k0, (64, 1000)))
-  assert u.min() >= 0.0 and u.max() < 1.0
-  np.testing.assert_allclose(u.mean(), 0.5, atol=0.01)
-  np.testing.assert_allclose(u.var(), 1 / 12, atol=0.002)
-  assert abs(np.corrcoef(u[:, :-1].ravel(), u[:, 1:].ravel())[0, 1]) < 0.02
-  np.testing.assert_array_equal(u, np.asarray(hash_uniform(k0, (64, 1000))))
-  assert np.mean(u == np.asarray(hash_uniform(k1, (64, 1000)))) < 0.01
-  w = np.asarray(variance_scaling_uniform(2.0)(k1, (3, 3, 3, 16, 32)))
+def test_variance_scaling_initializer():
+  """The kernel init's variance (its uniform draws are tested in tests/test_hash_random.py)."""
+  from vp_jax.models.magvit.conv import variance_scaling_uniform
+  w = np.asarray(variance_scaling_uniform(2.0)(jax.random.PRNGKey(1), (3, 3, 3, 16, 32)))
   np.testing.assert_allclose(w.var(), 2.0 / (27 * 16), rtol=0.05)
+  limit = np.sqrt(3.0 * 2.0 / (27 * 16))
+  assert np.abs(w).max() <= limit and np.abs(w).max() > 0.95 * limit
 
 
 @pytest.mark.parametrize("kernel,strides,thw", [((3, 3, 3), (1, 1, 1), (5, 8, 6)),

@@ -21,38 +21,17 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-
-
-def _fmix32(h: jax.Array) -> jax.Array:
-  """MurmurHash3's 32-bit finalizer: a bijective avalanche mix of uint32 values."""
-  h = h ^ (h >> 16)
-  h = h * jnp.uint32(0x85EBCA6B)
-  h = h ^ (h >> 13)
-  h = h * jnp.uint32(0xC2B2AE35)
-  return h ^ (h >> 16)
-
-
-def hash_uniform(key: jax.Array, shape: Sequence[int]) -> jax.Array:
-  """float32 uniform [0, 1) of `shape`, from a counter hash keyed by `key` (typed or raw uint32).
-
-  Why not `jax.random`: on this project's XLA CPU build, compiling the random bit generators is
-  slow per parameter tensor (threefry: ten conv kernels took > 6 min on a loaded 2-core machine;
-  rbg ~1 s each), and a tokenizer has hundreds of tensors. A keyed integer hash of the element index
-  is a handful of fused integer ops, compiles in milliseconds and is a pure function of the key."""
-  data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-  data = data.reshape(-1).astype(jnp.uint32)
-  n = math.prod(shape)
-  h = _fmix32(jnp.arange(n, dtype=jnp.uint32) * jnp.uint32(0x9E3779B1) + data[0])
-  h = _fmix32(h ^ data[-1])
-  return ((h >> 8).astype(jnp.float32) * (1.0 / (1 << 24))).reshape(tuple(shape))
+from vp_jax.nn import hash_random
 
 
 def variance_scaling_uniform(scale: float = 1.0, fan_in_axes: int = -1):
-  """He/LeCun-style init: uniform with variance scale / fan_in, fan_in = prod(shape[:-1])."""
+  """He/LeCun-style init: uniform with variance scale / fan_in, fan_in = prod(shape[:-1]), drawn
+  from the counter hash `vp_jax.nn.hash_random.uniform` (jax.random's generators compile slowly
+  per tensor on XLA:CPU, and a tokenizer has hundreds of tensors)."""
   def init(key, shape, dtype=jnp.float32):
     fan_in = max(math.prod(shape[:fan_in_axes]), 1)
     limit = math.sqrt(3.0 * scale / fan_in)
-    return ((2.0 * hash_uniform(key, shape) - 1.0) * limit).astype(dtype)
+    return ((2.0 * hash_random.uniform(key, shape) - 1.0) * limit).astype(dtype)
   return init
 
 
