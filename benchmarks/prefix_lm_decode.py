@@ -62,9 +62,12 @@ def measure_decode(model: PrefixLM, length: int, batch_size: int, decode_tokens:
 
   # The cache is donated, as it is inside the sampler's while loop (a loop carry), so the one-slot
   # update is in place instead of a copy of the whole cache per token.
-  @functools.partial(jax.jit, donate_argnums=(2,))
-  def decode(state, token, cache):
-    return nnx.merge(graphdef, state).decode_step(token, cache)
+  @functools.partial(jax.jit, donate_argnums=(3,))
+  def decode(state, layers, token, cache):
+    return nnx.merge(graphdef, state).decode_step(token, cache, layers)
+
+  # Sliced once, as the sampler does before its token loop (PrefixLM.decode_layers).
+  layers = jax.jit(lambda state: nnx.merge(graphdef, state).decode_layers())(state)
 
   @jax.jit
   def recompute(state, tokens):
@@ -74,14 +77,14 @@ def measure_decode(model: PrefixLM, length: int, batch_size: int, decode_tokens:
 
   fresh_cache = lambda: jax.block_until_ready(
       prefill(state, tokens[:, :prefix], cache_length=length)[1])
-  logits, c = decode(state, tokens[:, prefix], fresh_cache())      # compile
+  logits, c = decode(state, layers, tokens[:, prefix], fresh_cache())      # compile
   jax.block_until_ready(logits)
   best = float("inf")
   for _ in range(2):
     c = fresh_cache()
     t0 = time.perf_counter()
     for i in range(prefix, length):
-      logits, c = decode(state, tokens[:, i], c)
+      logits, c = decode(state, layers, tokens[:, i], c)
     jax.block_until_ready(logits)
     best = min(best, (time.perf_counter() - t0) / decode_tokens)
   full = _timed(recompute, state, tokens, repeats=2)

@@ -33,7 +33,7 @@ def _prefill(model, tokens, text, text_mask, cache_length):
 
 @nnx.jit
 def _decode(model, token, cache):
-  return model.decode_step(token, cache)
+  return model.decode_step(token, cache, model.decode_layers())
 
 
 @functools.partial(nnx.jit, static_argnames="train")

@@ -85,6 +85,7 @@ def _sample_loop(graphdef, state, prefix, text, text_mask, lo, hi, stop_tokens, 
       text_mask = jnp.concatenate([text_mask, jnp.zeros_like(text_mask)])
   logits, cache = model.prefill(prefix, cache_length=prefix.shape[1] + n, text=text,
                                 text_mask=text_mask)
+  layers = model.decode_layers()         # sliced once here, not on every token (see decode_layers)
 
   def cond(carry):
     i, _, _, done, _ = carry
@@ -105,7 +106,7 @@ def _sample_loop(graphdef, state, prefix, text, text_mask, lo, hi, stop_tokens, 
     done = done | jnp.isin(token, stop_tokens)
     out = jax.lax.dynamic_update_slice(out, token[:, None], (0, i))
     step_token = jnp.concatenate([token, token]) if guided else token
-    logits, cache = model.decode_step(step_token, cache)
+    logits, cache = model.decode_step(step_token, cache, layers)
     return i + 1, logits, cache, done, out
 
   out = jnp.broadcast_to(closing, (b, n))

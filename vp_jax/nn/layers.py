@@ -4,6 +4,7 @@ Every parameter carries logical axis names (see `vp_jax.parallel.rules`); the me
 """
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import jax
@@ -11,6 +12,26 @@ import jax.numpy as jnp
 from flax import nnx
 
 default_kernel_init = nnx.initializers.variance_scaling(1.0, "fan_in", "truncated_normal")
+
+
+def project(x: jax.Array, kernel: jax.Array, contract: int = 1) -> jax.Array:
+  """x [..., *in] @ kernel [*in, *out] -> [..., *out], contracting the last `contract` axes of x
+  with the first `contract` of the kernel, computed as one 2D matmul [N, prod(in)] @
+  [prod(in), prod(out)] with all leading axes of x flattened into N.
+
+  Why flattened: with [B, L, ...] activations the weight gradient contracts over two axes (B and
+  L), and XLA:CPU then transposes the whole activation gradient (fused with its elementwise
+  producer, at a fraction of memory bandwidth) before the matmul; a single leading axis keeps
+  every forward and backward matmul in the layout the matmul kernel takes directly (measured: the
+  SwiGLU MLP's value_and_grad at 8 x 512 x 512 -> 2048 went from 770 to 508 ms). The reshapes
+  merge or split only leading axes, so a batch sharding carries through them."""
+  lead, inner = x.shape[:x.ndim - contract], x.shape[x.ndim - contract:]
+  if tuple(kernel.shape[:contract]) != tuple(inner):
+    raise ValueError(f"project: x {x.shape} and kernel {kernel.shape} do not contract over "
+                     f"{contract} axes.")
+  out = kernel.shape[contract:]
+  y = x.reshape(-1, math.prod(inner)) @ kernel.reshape(math.prod(inner), math.prod(out))
+  return y.reshape(*lead, *out)
 
 
 class Dense(nnx.Module):
@@ -24,7 +45,7 @@ class Dense(nnx.Module):
     self.dtype = dtype
 
   def __call__(self, x: jax.Array) -> jax.Array:  # [..., in] -> [..., out]
-    return jnp.einsum("...i,io->...o", x.astype(self.dtype), self.kernel[...].astype(self.dtype))
+    return project(x.astype(self.dtype), self.kernel[...].astype(self.dtype))
 
 
 class RMSNorm(nnx.Module):

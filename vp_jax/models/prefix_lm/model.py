@@ -12,7 +12,9 @@ Batch format (what the seqio tasks produce and the trainer feeds):
 
 Layers are stacked and scanned (`nnx.vmap` init, `lax.scan` apply) under a remat policy from config.
 Generation uses `prefill` (the prefix once, bidirectionally) then `decode_step` per token with a
-KV cache `{k, v: [layers, B, G, S, K], key_valid: [B, S], index: int32 []}`.
+KV cache `{k: N x [B*G, K, S], v: N x [B*G, S, K], key_valid: [B, S], index: int32 []}` (one
+array per layer, in the layout attention.py explains) and the layers' parameters sliced out of the
+stack once (`decode_layers`).
 """
 from __future__ import annotations
 
@@ -179,45 +181,57 @@ class PrefixLM(nnx.Module):
     if cache_length < p:
       raise ValueError(f"prefill: cache_length={cache_length} < prefix length {p}.")
     hidden, ((k, v), valid) = self._forward(tokens, jnp.full((b,), p, jnp.int32), text, text_mask,
-                                            None, keep_kv=True)
-    pad = ((0, 0), (0, 0), (0, 0), (0, cache_length - p), (0, 0))
-    cache_axes = (None, "batch", None, None, None)
-    cache = {"k": constrain(jnp.pad(k, pad), cache_axes),                   # [N, B, G, S, K]
-             "v": constrain(jnp.pad(v, pad), cache_axes),
-             "key_valid": jnp.pad(valid, ((0, 0), (0, cache_length - p))),   # [B, S]
+                                            None, keep_kv=True)             # k, v [N, B, G, P, K]
+    grow = cache_length - p
+    n, _, g, _, kd = k.shape
+    keys = jnp.pad(jnp.swapaxes(k, 3, 4).reshape(n, b * g, kd, p),
+                   ((0, 0), (0, 0), (0, 0), (0, grow)))                     # [N, B*G, K, S]
+    values = jnp.pad(v.reshape(n, b * g, p, kd), ((0, 0), (0, 0), (0, grow), (0, 0)))
+    axes = ("batch", None, None)
+    cache = {"k": tuple(constrain(keys[i], axes) for i in range(n)),
+             "v": tuple(constrain(values[i], axes) for i in range(n)),           # [B*G, S, K]
+             "key_valid": jnp.pad(valid, ((0, 0), (0, grow))),                # [B, S]
              "index": jnp.asarray(p, jnp.int32)}
     logits = self.project_logits(hidden[:, -1]).astype(jnp.float32)          # [B, V]
     return logits, cache
 
-  def decode_step(self, token: jax.Array, cache: Cache) -> tuple[jax.Array, Cache]:
-    """Appends token [B] at position cache["index"] (causal: it sees the cache and itself).
-    Returns the float32 logits of the next position [B, V] and the updated cache.
+  def decode_layers(self) -> list[nnx.State]:
+    """Each layer's parameters, sliced out of the stacked [num_layers, ...] arrays, for
+    `decode_step`. Call it once per generation, outside the token loop: a decode step reads every
+    weight once, and slicing the stack inside the step makes XLA copy each layer's weights (and a
+    scan does the same to the cache) on every token, which cost 2-3x the step's own work at batch
+    1 on CPU."""
+    _, stacked = nnx.split(self.layers)
+    return [jax.tree.map(lambda a, i=i: a[i], stacked) for i in range(self.cfg.num_layers)]
 
-    Each layer attends to its cache slice plus the new token's own key (`Attention.attend`'s
-    `new_kv`) and only returns that key/value; all layers' new entries are written into the cache
-    with one `dynamic_update_slice` after the layer scan, so a step touches O(1) cache positions
-    besides reading the keys it attends to."""
+  def decode_step(self, token: jax.Array, cache: Cache,
+                  layers: list[nnx.State]) -> tuple[jax.Array, Cache]:
+    """Appends token [B] at position cache["index"] (causal: it sees the cache and itself), with
+    `layers` from `decode_layers`. Returns the float32 logits of the next position [B, V] and the
+    updated cache.
+
+    Each layer writes its new key/value into its cache array first and then attends over it, so
+    with the cache donated the write is in place and the attention reads the cache once; the
+    step touches O(1) cache positions besides the keys it attends to."""
     b = token.shape[0]
     index = cache["index"]
     x, valid = self.embed_inputs(token[:, None], None, None)                 # [B, 1, D]
-    s = cache["key_valid"].shape[1]
-    mask = (cache["key_valid"] & (jnp.arange(s) < index)[None])[:, None, :]  # [B, 1, S]
+    key_valid = jax.lax.dynamic_update_slice(cache["key_valid"], valid, (0, index))   # [B, S]
+    s = key_valid.shape[1]
+    mask = (key_valid & (jnp.arange(s) <= index)[None])[:, None, :]         # [B, 1, S]
     positions = jnp.full((b, 1), index, jnp.int32)
-    graphdef, stacked = nnx.split(self.layers)
-
-    def body(x, xs):
-      layer_state, kc, vc = xs                                               # [B, G, S, K]
+    graphdef = nnx.graphdef(self.layers)
+    keys, values = [], []
+    for layer_state, kc, vc in zip(layers, cache["k"], cache["v"], strict=True):
       block = nnx.merge(graphdef, layer_state)
       q, k, v = block.attn.project(block.attn_norm(x), positions)           # k, v [B, G, 1, K]
-      out = block.attn.attend(q, kc, vc, mask, new_kv=(k, v))
-      return block.finish(x, out, None), (k, v)
-
-    x, (k, v) = jax.lax.scan(body, x, (stacked, cache["k"], cache["v"]))   # k, v [N, B, G, 1, K]
-    at = (0, 0, 0, index, 0)
-    new_cache = {"k": jax.lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), at),
-                 "v": jax.lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), at),
-                 "key_valid": jax.lax.dynamic_update_slice(cache["key_valid"], valid, (0, index)),
-                 "index": index + 1}
+      n, kd = kc.shape[0], kc.shape[1]
+      kc = jax.lax.dynamic_update_slice(kc, k.reshape(n, kd, 1).astype(kc.dtype), (0, 0, index))
+      vc = jax.lax.dynamic_update_slice(vc, v.reshape(n, 1, kd).astype(vc.dtype), (0, index, 0))
+      x = block.finish(x, block.attn.attend_cache(q, kc, vc, mask), None)
+      keys.append(kc)
+      values.append(vc)
+    new_cache = {"k": tuple(keys), "v": tuple(values), "key_valid": key_valid, "index": index + 1}
     logits = self.project_logits(self.final_norm(x)[:, 0]).astype(jnp.float32)
     return logits, new_cache
 
