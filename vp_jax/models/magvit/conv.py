@@ -9,7 +9,8 @@ Space uses TF "SAME" padding. Layout is channels-last: [B, T, H, W, C].
 On CPU the convolution runs as a 2D convolution over B x T' frames whose input channels are the kt
 time taps concatenated (`conv3d_as_2d`): XLA's CPU backend has a fast 2D convolution but a 3D one
 that measured 2-4.5x slower at this model's shapes (benchmarks/video_tokenizer.py; the kt-fold copy
-of the input is the price). Other platforms keep the native 3D convolution (`lax.platform_dependent`
+of the input is the price), with its kernel gradient as per-tap matmuls (`vp_jax.nn.conv2d`: XLA:CPU's
+own kernel-gradient convolution was over half of a train step). Other platforms keep the native 3D convolution (`lax.platform_dependent`
 picks at lowering time). Both compute the same function.
 """
 from __future__ import annotations
@@ -22,6 +23,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from vp_jax.nn import hash_random
+from vp_jax.nn.conv2d import conv2d
 
 
 def variance_scaling_uniform(scale: float = 1.0, fan_in_axes: int = -1):
@@ -65,8 +67,7 @@ def conv3d_as_2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   xc = taps[0] if kt == 1 else jnp.concatenate(taps, axis=-1)            # [B, T', H, W, kt*Cin]
   xc = xc.reshape(b * t_out, *xc.shape[2:])
   k2 = kernel.transpose(1, 2, 0, 3, 4).reshape(kh, kw, kt * cin, cout)   # tap-major channels
-  y = jax.lax.conv_general_dilated(xc, k2, (sh, sw), list(padding_hw),
-                                   dimension_numbers=("NHWC", "HWIO", "NHWC"))
+  y = conv2d(xc, k2, (sh, sw), padding_hw)
   return y.reshape(b, t_out, *y.shape[1:])
 
 
