@@ -63,13 +63,14 @@ def _expected_params(cfg):
     for _ in range(cfg.num_res_blocks):
       n, w = n + res(w, widths[level]), widths[level]
     if level > 0:
-      n += conv(9 * kt, w, w * 4 * (2 if cfg.temporal_downsample[level - 1] else 1))
+      up = 9 * kt if cfg.upsample_kernel == 3 else 1
+      n += conv(up, w, w * 4 * (2 if cfg.temporal_downsample[level - 1] else 1))
   return n + 2 * w + conv(9 * kt, w, 3)
 
 
-@pytest.mark.parametrize("name", ["paper", "small_image", "small", "tiny"])
+@pytest.mark.parametrize("name", ["paper", "small_image", "small", "tiny", "small:up1"])
 def test_parameter_count(paper_model, name):
-  cfg = preset(name)
+  cfg = preset("small", upsample_kernel=1) if name == "small:up1" else preset(name)
   with nnx.use_eager_sharding(False):
     model = paper_model if name == "paper" else nnx.eval_shape(
         lambda: MagvitTokenizer(cfg, rngs=nnx.Rngs(0)))
@@ -110,8 +111,9 @@ def test_causality_and_image_is_first_latent_frame():
                                 np.asarray(ids[:, 0]))
 
 
-def test_decoder_is_causal():
-  model = _tiny_model(1)
+@pytest.mark.parametrize("upsample_kernel", [3, 1])
+def test_decoder_is_causal(upsample_kernel):
+  model = create_tokenizer(dataclasses.replace(TINY, upsample_kernel=upsample_kernel), 1)
   ids = jnp.asarray(np.random.default_rng(1).integers(0, 2 ** 18, (1, 3, 2, 2)), jnp.int32)
   out = _decode(model, ids)
   assert out.shape == (1, 9, 16, 16, 3)
@@ -161,6 +163,8 @@ def test_bad_config():
     preset("paper", entropy_groups=1)
   with pytest.raises(ValueError, match="Unknown MAGVIT preset"):
     preset("huge")
+  with pytest.raises(ValueError, match="upsample_kernel=2"):
+    preset("tiny", upsample_kernel=2)
   cfg = preset("small")
   assert dataclasses.replace(cfg).to_json() == type(cfg).from_json(cfg.to_json()).to_json()
 

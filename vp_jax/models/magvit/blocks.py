@@ -116,14 +116,15 @@ def depth_to_space(x: jax.Array, temporal: bool, features: int) -> jax.Array:
 
 
 class Upsample(nnx.Module):
-  """Causal conv to (t*4*C) channels, then depth-to-space (MAGVIT-v2's upsampling)."""
+  """Causal conv to (t*4*C) channels, then depth-to-space (MAGVIT-v2's upsampling). `kernel`: the
+  conv's spatial size (3, or 1 for a 1x1x1 conv)."""
 
   def __init__(self, features_in: int, features_out: int, temporal: bool, temporal_kernel: int, *,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+               kernel: int = 3, dtype=jnp.float32, rngs: nnx.Rngs):
     self.temporal, self.features = temporal, features_out
     mult = (2 if temporal else 1) * 4
-    self.conv = CausalConv3d(features_in, features_out * mult, (temporal_kernel, 3, 3),
-                             dtype=dtype, rngs=rngs)
+    size = (temporal_kernel, 3, 3) if kernel == 3 else (1, 1, 1)
+    self.conv = CausalConv3d(features_in, features_out * mult, size, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
     return depth_to_space(self.conv(x), self.temporal, self.features)

@@ -48,6 +48,10 @@ class MagvitConfig:
   num_groups: int = 32                                 # group norm groups
   temporal_kernel: int = 3                             # 1: the 2D image model (inflatable)
   adaptive_group_norm: bool = True                     # decoder AdaGN conditioned on the latent
+  # Kernel of the conv before each depth-to-space upsampling: 3 (3x3x3, how we read MAGVIT-v2's
+  # "conv + depth-to-space" decoder, as the open reproductions also do) or 1 (1x1x1, what
+  # magvit2-pytorch uses: about half the decoder's FLOPs; benchmarks/video_tokenizer.py times both).
+  upsample_kernel: int = 3
   dtype: str = "float32"                               # activation dtype
   # LFQ
   entropy_groups: int = 2            # codebook entropy factorized over this many bit groups
@@ -97,6 +101,9 @@ class MagvitConfig:
     if self.temporal_kernel not in (1, 3):
       raise ValueError(f"MagvitConfig.temporal_kernel={self.temporal_kernel}; use 3 (video) or 1 "
                        f"(image model).")
+    if self.upsample_kernel not in (1, 3):
+      raise ValueError(f"MagvitConfig.upsample_kernel={self.upsample_kernel}; use 3 (3x3x3) or 1 "
+                       f"(1x1x1).")
     if self.dtype not in DTYPES:
       raise ValueError(f"MagvitConfig.dtype={self.dtype!r}; known: {sorted(DTYPES)}.")
 

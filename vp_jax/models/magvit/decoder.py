@@ -32,8 +32,8 @@ class Decoder(nnx.Module):
         blocks.append(ResBlock(width, w, g, kt, dtype=dt, rngs=rngs))
         width = w
       if level > 0:
-        ups.append(Upsample(width, width, cfg.temporal_downsample[level - 1], kt, dtype=dt,
-                            rngs=rngs))
+        ups.append(Upsample(width, width, cfg.temporal_downsample[level - 1], kt,
+                            kernel=cfg.upsample_kernel, dtype=dt, rngs=rngs))
     self.adanorms, self.blocks, self.ups = nnx.List(adanorms), nnx.List(blocks), nnx.List(ups)
     self.norm_out = GroupNorm(width, g, dtype=dt)
     self.conv_out = CausalConv3d(width, 3, (kt, 3, 3), dtype=dt, rngs=rngs)
