@@ -47,8 +47,8 @@ def _conv2d_bwd(strides, padding, residuals, dy):
   taps = []
   for i in range(kh):
     for j in range(kw):
-      window = jax.lax.slice(xp, (0, i, j, 0), (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, cin),
-                             (1, sh, sw, 1))                                  # [N, H', W', Cin]
+      end = (n, i + sh * (ho - 1) + 1, j + sw * (wo - 1) + 1, cin)
+      window = jax.lax.slice(xp, (0, i, j, 0), end, (1, sh, sw, 1))         # [N, H', W', Cin]
       taps.append(jnp.dot(window.reshape(n * ho * wo, cin).T, dy_rows,
                           preferred_element_type=jnp.float32))               # [Cin, Cout]
   dk = jnp.stack(taps).reshape(kh, kw, cin, cout).astype(kernel.dtype)

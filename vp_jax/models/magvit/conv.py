@@ -9,9 +9,10 @@ Space uses TF "SAME" padding. Layout is channels-last: [B, T, H, W, C].
 On CPU the convolution runs as a 2D convolution over B x T' frames whose input channels are the kt
 time taps concatenated (`conv3d_as_2d`): XLA's CPU backend has a fast 2D convolution but a 3D one
 that measured 2-4.5x slower at this model's shapes (benchmarks/video_tokenizer.py; the kt-fold copy
-of the input is the price), with its kernel gradient as per-tap matmuls (`vp_jax.nn.conv2d`: XLA:CPU's
-own kernel-gradient convolution was over half of a train step). Other platforms keep the native 3D convolution (`lax.platform_dependent`
-picks at lowering time). Both compute the same function.
+of the input is the price). Its kernel gradient is computed as per-tap matmuls (`vp_jax.nn.conv2d`):
+XLA:CPU's own kernel-gradient convolution took over half of a train step. Other platforms keep the
+native 3D convolution (`lax.platform_dependent` picks at lowering time). All compute the same
+function.
 """
 from __future__ import annotations
 
