@@ -26,6 +26,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vp_jax.models.magvit.config import MagvitConfig
 from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
+from vp_jax.tokenizers.cpu_compile import conv_inference_jit
 
 # Bumped when the same weights would give different codes (pixel conversion, COMMIT fill, ...).
 API_VERSION = "magvit-v2/1"
@@ -72,8 +73,8 @@ class VideoTokenizer:
     _check_tree(params, template)
     self._params = jax.device_put(params, NamedSharding(self.mesh, PartitionSpec()))
     self._data_ways = math.prod(self.mesh.shape[a] for a in self._batch_axes())
-    self._encode = jax.jit(self._encode_fn)
-    self._decode = jax.jit(self._decode_fn)
+    self._encode = conv_inference_jit(self._encode_fn, self.mesh)
+    self._decode = conv_inference_jit(self._decode_fn, self.mesh)
     self.checkpoint: str | None = None   # set by `load`: the workdir and step the weights came from
     self.step: int | None = None
 
