@@ -78,8 +78,8 @@ def bench_jax(name: str, clips: np.ndarray, repeats: int, peak: float,
   ids = tok.encode(x)
   enc_s = _best(lambda: tok.encode(x), repeats)
   dec_s = _best(lambda: tok.decode(ids), repeats)
-  enc_flops = conv_matmul_flops(tok._encode, tok._params, x)
-  dec_flops = conv_matmul_flops(tok._decode, tok._params, ids)
+  enc_flops = conv_matmul_flops(tok._encode_fn, tok._params, x)   # the function, not its jit
+  dec_flops = conv_matmul_flops(tok._decode_fn, tok._params, ids)
   out = {"config": name, "params": params, "encode_flops": enc_flops, "decode_flops": dec_flops,
          "encode_xla_flops": _flops(tok._encode, tok._params, x),
          "decode_xla_flops": _flops(tok._decode, tok._params, ids),
