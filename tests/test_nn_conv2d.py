@@ -6,7 +6,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from vp_jax.nn import conv2d as conv2d_module
 from vp_jax.nn.conv2d import conv2d
+
+
+@pytest.fixture(autouse=True)
+def _always_per_tap(monkeypatch):
+  """The tests' convolutions are small: force the per-tap backward for all of them."""
+  monkeypatch.setattr(conv2d_module, "PER_TAP_MIN_FLOPS", 0)
 
 
 def _reference(x, k, strides, padding):
@@ -45,6 +52,14 @@ def test_conv2d_under_jit_and_bfloat16():
                                               ((1, 1), (1, 1)))))(k.astype(jnp.float32))
   assert dk.dtype == jnp.bfloat16
   np.testing.assert_allclose(np.asarray(dk, np.float32), ref, rtol=2e-2, atol=2e-1)
+
+
+def test_small_convolutions_take_the_plain_path(monkeypatch):
+  x, k = jnp.ones((1, 6, 6, 4)), jnp.ones((3, 3, 4, 2))
+  jaxpr = lambda: str(jax.make_jaxpr(lambda k: conv2d(x, k, (1, 1), ((1, 1), (1, 1))))(k))
+  assert "custom_vjp" in jaxpr()
+  monkeypatch.setattr(conv2d_module, "PER_TAP_MIN_FLOPS", 2 * 36 * 4 * 2 * 9 + 1)   # > this conv
+  assert "custom_vjp" not in jaxpr()
 
 
 def test_conv2d_rejects_mismatched_channels():
