@@ -16,9 +16,12 @@ $(STAMP): setup.py constraints.txt
 demo: $(STAMP)
 	$(PY) launch/demo.py --gin_file=demo.gin
 
-# Default test run (CI): everything but the tests marked slow.
+# Default test run (CI): everything but the tests marked slow, in TEST_WORKERS processes (one test
+# file per process at a time, so module fixtures are built once; TEST_WORKERS=0 runs in-process).
+TEST_WORKERS ?= 2
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not slow" --durations=15 tests
+	$(PY) -m pytest -q -m "not slow" -n $(TEST_WORKERS) --dist loadfile \
+	    --no-loadscope-reorder --durations=15 tests
 
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -35,7 +35,10 @@ INSTALL_REQUIRES = [
 EXTRAS_REQUIRE = {
     # Tests include numerical parity against PyTorch references (HF transformers' T5). torch 2.13.0
     # is the CPU build (a local wheel on these machines); a looser pin pulls GBs of CUDA packages.
-    "test": ["pytest==9.2.0", "torch==2.13.0", "transformers==5.23.0", "safetensors==0.8.0"],
+    # pytest-xdist runs the suite in 2 processes (`make test`): most tests are bound by XLA
+    # compilation, which is single-threaded, so one process leaves the second core idle.
+    "test": ["pytest==9.2.0", "pytest-xdist==3.8.0", "torch==2.13.0", "transformers==5.23.0",
+             "safetensors==0.8.0"],
     # TPU runtime: jax 0.10.2 requires libtpu 0.0.42.*. Not in the default install: with libtpu
     # present jax prints TPU warnings at every start.
     "tpu": ["jax[tpu]==0.10.2"],
