@@ -29,7 +29,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import orbax.checkpoint as ocp
 from flax import nnx
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -113,29 +112,18 @@ class AudioTokenizer:
     cfg = load_config(_find_config(path))
     ckpt_dir = os.path.join(path, "checkpoints") if os.path.isdir(
         os.path.join(path, "checkpoints")) else path
+    _, params_t, rest_t = _abstract_model(cfg)
+    replicated = NamedSharding(mesh, PartitionSpec()) if mesh is not None else \
+        jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    abstract = lambda t, keys: {k: jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
+        nnx.to_pure_dict(t)[k]) for k in keys}
+    target = {"params": abstract(params_t, CODEC_PARTS), "rest": abstract(rest_t, STATE_PARTS)}
     ckpt = Checkpointer(ckpt_dir, create=False, async_save=False)
     try:
-      step = ckpt.latest_step() if step is None else step
-      if step is None:
-        raise CheckpointError(f"No committed checkpoint in {ckpt_dir}.")
-      ckpt._check_committed(step)   # clear error for partial/missing steps
-      _, params_t, rest_t = _abstract_model(cfg)
-      replicated = NamedSharding(mesh, PartitionSpec()) if mesh is not None else \
-          jax.sharding.SingleDeviceSharding(jax.devices()[0])
-      abstract = lambda t, keys: {k: jax.tree.map(
-          lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=replicated),
-          nnx.to_pure_dict(t)[k]) for k in keys}
-      target = {"params": abstract(params_t, CODEC_PARTS), "rest": abstract(rest_t, STATE_PARTS)}
-      restored = ckpt.manager.restore(step, args=ocp.args.Composite(
-          state=ocp.args.PyTreeRestore(
-              item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-              partial_restore=True)))
-    except (ValueError, KeyError, TypeError) as e:
-      raise CheckpointError(f"{ckpt_dir} step {step}: cannot restore a SoundStream codec matching "
-                            f"{_find_config(path)}: {e}") from e
+      state, step = ckpt.restore_parts(target, step)
     finally:
       ckpt.close()
-    state = restored["state"]
     tok = cls(cfg, state["params"], state["rest"], mesh)
     tok.checkpoint, tok.step = os.path.abspath(ckpt_dir), int(step)
     return tok

@@ -64,8 +64,7 @@ class VideoTokenizer:
   def __init__(self, config: MagvitConfig, params: dict, mesh: jax.sharding.Mesh | None = None):
     config.validate()
     self.config = config
-    self.mesh = mesh if mesh is not None else jax.sharding.Mesh(
-        np.asarray(jax.devices()), ("data",))
+    self.mesh = mesh if mesh is not None else _default_mesh()
     abstract = nnx.eval_shape(lambda: create_tokenizer(config))
     self._graphdef, state = nnx.split(abstract)
     self._state_template = state
@@ -84,13 +83,14 @@ class VideoTokenizer:
            step: int | None = None) -> "VideoTokenizer":
     """From a `train_video_tokenizer` workdir (or its `checkpoints/` folder): the latest (or given)
     committed step's tokenizer weights and the workdir's `magvit_config.json`."""
-    from vp_jax.models.magvit.train import read_model_config, restore_params
+    from vp_jax.models.magvit.train import read_model_config, restore_tokenizer_params
     path = os.path.abspath(checkpoint_dir_or_workdir)
     if os.path.basename(path) == "checkpoints":
       path = os.path.dirname(path)
     config = read_model_config(path)
-    params, step = restore_params(path, step)
-    tok = cls(config, params["tokenizer"], mesh)
+    mesh = mesh if mesh is not None else _default_mesh()
+    params, step = restore_tokenizer_params(path, step, NamedSharding(mesh, PartitionSpec()))
+    tok = cls(config, params, mesh)
     tok.checkpoint, tok.step = path, int(step)
     return tok
 
@@ -178,6 +178,11 @@ class VideoTokenizer:
     f = f.astype(jnp.float32) / 255.0 if f.dtype == jnp.uint8 else f.astype(jnp.float32)
     masked = jnp.where(jnp.asarray(visible)[..., None], f, COMMIT_FILL)
     return self.encode(masked), self.encode(frames)
+
+
+def _default_mesh() -> jax.sharding.Mesh:
+  """All devices on one data axis: the batch split over every device, weights replicated."""
+  return jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
 
 
 def _check_tree(params, template, path=""):

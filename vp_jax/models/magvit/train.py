@@ -16,7 +16,7 @@ import time
 from typing import Sequence
 
 import jax
-import numpy as np
+from flax import nnx
 
 from vp_jax.checkpoint.manager import Checkpointer
 from vp_jax.data.synthetic import tokenizer_batches
@@ -25,6 +25,7 @@ from vp_jax.models import registry
 from vp_jax.models.magvit import synthetic
 from vp_jax.models.magvit.config import MagvitConfig
 from vp_jax.models.magvit.inflation import inflate_params
+from vp_jax.models.magvit.tokenizer import MagvitTokenizer
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import get_rules
 from vp_jax.train.trainer import Trainer, TrainerConfig, TrainResult
@@ -51,33 +52,24 @@ def read_model_config(model_dir: str) -> MagvitConfig:
     return MagvitConfig.from_json(f.read())
 
 
-def restore_params(model_dir: str, step: int | None = None) -> tuple[dict, int]:
-  """The parameter pure-dict of a workdir's latest (or given) committed checkpoint, restored on the
-  host without needing the optimizer configuration that wrote it."""
-  import orbax.checkpoint as ocp
+def restore_tokenizer_params(model_dir: str, step: int | None = None,
+                             sharding: jax.sharding.Sharding | None = None) -> tuple[dict, int]:
+  """The tokenizer's parameter pure-dict of a workdir's latest (or given) committed checkpoint,
+  without the discriminator, the optimizer state or the optimizer config that wrote them
+  (`Checkpointer.restore_parts` onto the workdir config's abstract tokenizer). Arrays land on
+  `sharding` (default: the first CPU device). Returns (params, step)."""
+  cfg = read_model_config(model_dir)
+  with nnx.use_eager_sharding(False):
+    abstract = nnx.eval_shape(lambda: MagvitTokenizer(cfg, rngs=nnx.Rngs(0)))
+  sharding = sharding or jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
+  template = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding),
+                          nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))
   ckpt = Checkpointer(os.path.join(model_dir, "checkpoints"), create=False, async_save=False)
   try:
-    step = ckpt.latest_step() if step is None else step
-    if step is None:
-      raise FileNotFoundError(f"No committed checkpoint in {ckpt.directory}.")
-    path = ckpt._check_committed(step) / "state"
-    meta = ocp.StandardCheckpointer().metadata(path)
-    tree = meta.item_metadata.tree if hasattr(meta, "item_metadata") else meta.tree
-    cpu = jax.sharding.SingleDeviceSharding(jax.devices("cpu")[0])
-    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=cpu), tree)
-    restored = ocp.StandardCheckpointer().restore(path, target)
-    return _int_keys(jax.tree.map(np.asarray, restored["params"])), step
+    restored, step = ckpt.restore_parts({"params": {"tokenizer": template}}, step)
   finally:
     ckpt.close()
-
-
-def _int_keys(tree):
-  """Orbax restores list-like module containers (nnx.List) with string keys '0', '1', ...; NNX's
-  pure dicts use ints."""
-  if not isinstance(tree, dict):
-    return tree
-  return {(int(k) if isinstance(k, str) and k.isdigit() else k): _int_keys(v)
-          for k, v in tree.items()}
+  return restored["params"]["tokenizer"], step
 
 
 def _inflate_into_step0(runner: Trainer, init_from: str, cfg: MagvitConfig) -> None:
@@ -85,10 +77,10 @@ def _inflate_into_step0(runner: Trainer, init_from: str, cfg: MagvitConfig) -> N
   if image_cfg.temporal_kernel != 1:
     raise ValueError(f"init_from={init_from}: its model has temporal_kernel="
                      f"{image_cfg.temporal_kernel}; inflation starts from an image model (1).")
-  image_params, image_step = restore_params(init_from)
+  image_params, image_step = restore_tokenizer_params(init_from)
   state = runner.init_or_restore()
   params = dict(jax.device_get(state.params))
-  params["tokenizer"] = inflate_params(image_params["tokenizer"], params["tokenizer"])
+  params["tokenizer"] = inflate_params(image_params, params["tokenizer"])
   params = jax.device_put(params, runner.shardings.params)
   runner.checkpointer.save(0, state.replace(params=params), {"index": 0})
   runner.checkpointer.wait()
