@@ -135,8 +135,8 @@ class _Timed:
   def encode(self, *args):
     return self._timed(self.inner.encode, *args)
 
-  def commit_encode(self, *args):
-    return self._timed(self.inner.commit_encode, *args)
+  def commit_condition(self, *args):
+    return self._timed(self.inner.commit_condition, *args)
 
 
 def bench_tokenize(tok: Tokenizers, count: int, out: str, *, config: SyntheticConfig = DEMO_CONFIG,

@@ -81,7 +81,7 @@ def with_video(video, base: Tokenizers | None = None) -> Tokenizers:
 
 class CallCountingVideoTokenizer:
   """Test double for the job's control flow only: forwards every call to a real VideoTokenizer,
-  counts the job's calls (`encode`, `commit_encode`) and, when `kill_at_call` is set, raises
+  counts the job's calls (`encode`, `commit_condition`) and, when `kill_at_call` is set, raises
   KeyboardInterrupt at that call (a job killed mid-shard). Its `describe()` is the real one, so a
   restart with the undisturbed tokenizer is the same job."""
 
@@ -103,9 +103,9 @@ class CallCountingVideoTokenizer:
     self._count()
     return self.tokenizer.encode(frames)
 
-  def commit_encode(self, frames, visible):
+  def commit_condition(self, frames, visible):
     self._count()
-    return self.tokenizer.commit_encode(frames, visible)
+    return self.tokenizer.commit_condition(frames, visible)
 
 
 def fill(batch: np.ndarray, size: int = BATCH) -> np.ndarray:

@@ -51,12 +51,15 @@ def test_commit_encode(tok, clips):
   masked = np.where(visible[..., None], clips / 255.0, 0.5).astype(np.float32)
   np.testing.assert_array_equal(np.asarray(cond), np.asarray(tok.encode(masked)))
   assert np.any(np.asarray(cond) != np.asarray(target))
+  np.testing.assert_array_equal(np.asarray(tok.commit_condition(clips, visible)), np.asarray(cond))
   all_visible = tok.commit_encode(clips, np.ones(clips.shape[:4], bool))
   np.testing.assert_array_equal(np.asarray(all_visible[0]), np.asarray(all_visible[1]))
   with pytest.raises(ValueError, match="visible: shape"):
     tok.commit_encode(clips, visible[:, :1])
   with pytest.raises(ValueError, match="visible: dtype"):
     tok.commit_encode(clips, visible.astype(np.float32))
+  with pytest.raises(ValueError, match="visible: shape"):
+    tok.commit_condition(clips, visible[:, :, :8])
 
 
 @pytest.mark.parametrize("bad,match", [

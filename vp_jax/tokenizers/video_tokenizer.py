@@ -6,6 +6,7 @@
     ids = tok.encode(frames)            # uint8 [B,T,H,W,3] or float [0,1] -> int32 [B,T',H',W']
     frames = tok.decode(ids)            # -> float32 [B,T,H,W,3] in [0,1]
     cond, target = tok.commit_encode(frames, visible)   # visible: bool [B,T,H,W]
+    cond = tok.commit_condition(frames, visible)        # the condition alone
 
 Encode/decode are jit-compiled once per input shape, with the batch sharded over the mesh's data
 axes (padded up to a multiple of them and sliced back) and the weights replicated. Pixel-range
@@ -166,7 +167,13 @@ class VideoTokenizer:
 
   def commit_encode(self, frames, visible) -> tuple[jax.Array, jax.Array]:
     """COMMIT encoding (MAGVIT): condition = tokens of the video with invisible pixels replaced by
-    mid-grey, target = tokens of the unmasked video. visible: bool [B,T,H,W] (True = kept)."""
+    mid-grey, target = tokens of the unmasked video. visible: bool [B,T,H,W] (True = kept).
+    A caller that already has the video's tokens needs only `commit_condition`."""
+    return self.commit_condition(frames, visible), self.encode(frames)
+
+  def commit_condition(self, frames, visible) -> jax.Array:
+    """The COMMIT condition alone: tokens of `frames` with the pixels where `visible` is False set
+    to mid-grey (COMMIT_FILL). frames [B,T,H,W,3] uint8 or float [0,1]; visible bool [B,T,H,W]."""
     frames = check_frames(frames)
     visible = np.asarray(visible) if not isinstance(visible, jax.Array) else visible
     if tuple(visible.shape) != tuple(frames.shape[:4]):
@@ -176,8 +183,7 @@ class VideoTokenizer:
       raise ValueError(f"visible: dtype {visible.dtype}; expected bool (True = visible pixel).")
     f = jnp.asarray(frames)
     f = f.astype(jnp.float32) / 255.0 if f.dtype == jnp.uint8 else f.astype(jnp.float32)
-    masked = jnp.where(jnp.asarray(visible)[..., None], f, COMMIT_FILL)
-    return self.encode(masked), self.encode(frames)
+    return self.encode(jnp.where(jnp.asarray(visible)[..., None], f, COMMIT_FILL))
 
 
 def _default_mesh() -> jax.sharding.Mesh:

@@ -107,8 +107,7 @@ def encode_batch(examples: Sequence[dict[str, Any]], tok: Tokenizers, config: To
   for kind in (config.masks if is_video else ()):
     visible = conditions.visible_mask(kind, t, h, w, config.box_fraction)
     visible = np.broadcast_to(visible, (bsz, t, h, w))
-    cond_ids, _ = tok.video.commit_encode(filled, visible)
-    cond[kind] = _ids(cond_ids, n)
+    cond[kind] = _ids(tok.video.commit_condition(filled, visible), n)   # target = `video`
   style = None
   if stylization and is_video:
     structure = []
