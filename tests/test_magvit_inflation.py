@@ -6,7 +6,8 @@ import pytest
 from flax import nnx
 
 from vp_jax.models.magvit import preset, synthetic
-from vp_jax.models.magvit.inflation import inflate_kernel, inflate_params
+from vp_jax.models.magvit.inflation import (inflate_kernel, inflate_params, inflate_tokenizer,
+                                            temporal_upsample_indices, tie_temporal_subframes)
 from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
 
 
@@ -32,11 +33,13 @@ def test_inflated_video_model_reproduces_image_model():
                         _params(image))
   nnx.update(image, params)
   video = create_tokenizer(video_cfg, 4)
-  inflated = inflate_params(_params(image), _params(video))
+  untied = create_tokenizer(video_cfg, 4)
+  inflated = inflate_tokenizer(_params(image), _params(video), video_cfg)
   n5 = [x for x in jax.tree.leaves(inflated) if x.ndim == 5]
   assert n5 and all(x.shape[0] in (1, 3) for x in n5)
   assert any(x.shape[0] == 3 for x in n5)
   nnx.update(video, inflated)
+  nnx.update(untied, inflate_params(_params(image), _params(untied)))
 
   still = synthetic.moving_shapes_batch(0, 0, 2, 1, 16, 16)                  # [2, 1, 16, 16, 3]
   static = jnp.asarray(np.repeat(still, 9, axis=1), jnp.float32) / 127.5 - 1  # static video
@@ -46,8 +49,36 @@ def test_inflated_video_model_reproduces_image_model():
   np.testing.assert_allclose(np.asarray(z_vid[:, 0]), np.asarray(z_img[:, 0]), atol=1e-4)
   np.testing.assert_array_equal(np.asarray(z_vid[:, 0] > 0), np.asarray(z_img[:, 0] > 0))
   np.testing.assert_allclose(np.asarray(out_vid[:, 0]), np.asarray(out_img[:, 0]), atol=1e-4)
-  # On a static video every latent frame equals the image's latent (weights only see frame t).
+  # On a static video every latent frame equals the image's latent (weights only see frame t), and
+  # with the upsamplers' sub-frames tied every decoded frame equals the image's decoding.
   np.testing.assert_allclose(np.asarray(z_vid[:, 2]), np.asarray(z_img[:, 0]), atol=1e-4)
+  np.testing.assert_allclose(np.asarray(out_vid),
+                             np.broadcast_to(np.asarray(out_img[:, :1]), out_vid.shape), atol=1e-4)
+  # Without the tie only the last sub-frame of each temporal upsampling is the image model's:
+  # frames 0, 4 and 8 match, frames 1-3 and 5-7 come from untrained channels.
+  out_untied = np.asarray(run(untied, static)[1])
+  err = np.max(np.abs(out_untied - np.asarray(out_img[:, :1])), axis=(0, 2, 3, 4))   # [T]
+  assert np.all(err[[0, 4, 8]] < 1e-4) and np.all(err[[1, 2, 3, 5, 6, 7]] > 1e-2), err
+
+
+def test_tie_temporal_subframes():
+  cfg = preset("tiny")
+  assert temporal_upsample_indices(cfg) == [0, 1]            # the two coarsest: time x2 each
+  assert temporal_upsample_indices(preset("tiny", temporal_downsample=(True, False, False))) == [2]
+  params = _params(create_tokenizer(cfg, 0))
+  tied = tie_temporal_subframes(params, cfg)
+  for i in (0, 1):
+    for name in ("kernel", "bias"):
+      w, t = np.asarray(params["decoder"]["ups"][i]["conv"][name]), \
+          np.asarray(tied["decoder"]["ups"][i]["conv"][name])
+      c4 = w.shape[-1] // 2                                  # 4 C channels per sub-frame
+      np.testing.assert_array_equal(t[..., c4:], w[..., c4:])
+      np.testing.assert_array_equal(t[..., :c4], w[..., c4:])
+  np.testing.assert_array_equal(np.asarray(tied["decoder"]["ups"][2]["conv"]["kernel"]),
+                                np.asarray(params["decoder"]["ups"][2]["conv"]["kernel"]))
+  same = [np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
+          zip(jax.tree.leaves(params["encoder"]), jax.tree.leaves(tied["encoder"]))]
+  assert all(same)
 
 
 def test_inflate_params_errors():

@@ -104,50 +104,81 @@ def test_gin_entry_point_configures_training(tmp_path):
     gin_cli.run(lambda: None, ["--gin_file=models/magvit_small.gin"])  # MODEL_DIR is required
 
 
+@pytest.mark.parametrize("gin_file,expected", [
+    ("magvit_small_image.gin", {"preset": "small_image", "BATCH_SIZE": 8, "NUM_FRAMES": 1,
+                                "LEARNING_RATE": 1e-3, "WARMUP_STEPS": 200, "init_from": None}),
+    ("magvit_small_video.gin", {"preset": "small", "BATCH_SIZE": 4, "NUM_FRAMES": 9,
+                                "LEARNING_RATE": 5e-4, "WARMUP_STEPS": 50, "init_from": "/tmp/i"}),
+])
+def test_recipe_gin_files(gin_file, expected):
+  """The two stages of the documented recipe (the slow PSNR test runs them for real)."""
+  import gin
+  from vp_jax.config import configurables
+  gin_cli.configure(gin_cli.parse_flags([f"--gin_file=models/{gin_file}", "--gin.MODEL_DIR='/tmp/x'",
+                                         "--gin.TRAIN_STEPS=7", "--gin.INIT_FROM='/tmp/i'"]))
+  try:
+    got = {k: gin_cli.query_macro(k) for k in ("BATCH_SIZE", "NUM_FRAMES", "LEARNING_RATE",
+                                                "WARMUP_STEPS")}
+    got["preset"] = gin.query_parameter("vp_jax.magvit_preset.name")
+    try:
+      got["init_from"] = gin_cli.query_macro("INIT_FROM") if gin.query_parameter(
+          "train_video_tokenizer.init_from") is not None else None
+    except ValueError:
+      got["init_from"] = None
+    assert got == expected
+    assert configurables.magvit_preset() == preset(expected["preset"])
+  finally:
+    gin.clear_config()
+  if expected["init_from"]:
+    with pytest.raises(SystemExit):           # the image workdir is required
+      gin_cli.run(lambda: None, [f"--gin_file=models/{gin_file}", "--gin.MODEL_DIR='/tmp/x'",
+                                 "--gin.TRAIN_STEPS=7"])
+    gin.clear_config()
+
+
 def held_out_psnr(tok, clips):
   recon = np.asarray(tok.decode(tok.encode(clips)))
   mse = np.mean((recon - clips / 255.0) ** 2, axis=(1, 2, 3, 4))
   return float(np.mean(10 * np.log10(1.0 / mse)))
 
 
-# The measured recipe (docs/magvit.md "Recipe"): the image stage trains `small_image` on 64x64
-# moving-shape frames at batch 8 (cosine to 10 % over its steps); the video stage trains the inflated
-# `small` on VIDEO_FRAMES x 64x64 clips at batch VIDEO_BATCH.
-IMAGE_STEPS, IMAGE_BATCH, IMAGE_WARMUP, IMAGE_LR = 2000, 8, 200, 1e-3
-VIDEO_STEPS, VIDEO_FRAMES, VIDEO_BATCH, VIDEO_WARMUP, VIDEO_LR = 300, 9, 4, 50, 5e-4
+# The measured recipe (docs/magvit.md "Recipe"): the two gin files, image stage then video stage.
+IMAGE_STEPS, VIDEO_STEPS = 2000, 300
 PSNR_TARGET_DB = 25.0
 
 
-def _recipe_trainer(steps, warmup_steps, learning_rate):
-  opt = dict(warmup_steps=warmup_steps, end_learning_rate_ratio=0.1)
-  return TrainerConfig(
-      train_steps=steps, progress=True, log_every=50, save_every=steps,
-      optimizers={"generator": OptimizerConfig(learning_rate=learning_rate, **opt),
-                  "discriminator": OptimizerConfig(learning_rate=1e-4, **opt)})
+def run_gin_training(argv):
+  """What launch/train_video_tokenizer.py does with these flags."""
+  from vp_jax.config import configurables
+  try:
+    return gin_cli.run(lambda: configurables.train_video_tokenizer(), argv)
+  finally:
+    import gin
+    gin.clear_config()
 
 
 @pytest.mark.slow
 def test_small_preset_reaches_psnr_target(tmp_path):
-  """The documented recipe (docs/magvit.md) through the real Trainer: image pretraining of
-  `small_image` on 64x64 moving-shape frames, inflation, then video training of `small` on
-  VIDEO_FRAMESx64x64 clips; PSNR on held-out 17x64x64 clips (another seed) in [0, 1] pixel units.
-  MAGVIT_IMAGE_STEPS / MAGVIT_VIDEO_STEPS override the step counts."""
+  """The documented recipe through the gin entry point and the real Trainer: image pretraining
+  (models/magvit_small_image.gin: `small_image` on 64x64 moving-shape frames), inflation, video
+  training (models/magvit_small_video.gin: `small` on 9x64x64 clips); PSNR on held-out 17x64x64
+  clips (another seed) in [0, 1] pixel units. MAGVIT_IMAGE_STEPS / MAGVIT_VIDEO_STEPS override
+  the step counts (and MAGVIT_PSNR_TARGET the bound) for a quicker run of the same path."""
   image_steps = int(os.environ.get("MAGVIT_IMAGE_STEPS", str(IMAGE_STEPS)))
   video_steps = int(os.environ.get("MAGVIT_VIDEO_STEPS", str(VIDEO_STEPS)))
+  target = float(os.environ.get("MAGVIT_PSNR_TARGET", str(PSNR_TARGET_DB)))
   image_dir, video_dir = str(tmp_path / "image"), str(tmp_path / "video")
-  train_video_tokenizer(model_dir=image_dir, model=preset("small_image"),
-                        trainer=_recipe_trainer(image_steps, IMAGE_WARMUP, IMAGE_LR),
-                        batch_size=IMAGE_BATCH, num_frames=1, height=64, width=64)
-  train_video_tokenizer(model_dir=video_dir, model=preset("small"),
-                        trainer=_recipe_trainer(video_steps, VIDEO_WARMUP, VIDEO_LR),
-                        batch_size=VIDEO_BATCH, num_frames=VIDEO_FRAMES, height=64, width=64,
-                        init_from=image_dir)
+  run_gin_training(["--gin_file=models/magvit_small_image.gin", f"--gin.MODEL_DIR='{image_dir}'",
+                    f"--gin.TRAIN_STEPS={image_steps}"])
+  run_gin_training(["--gin_file=models/magvit_small_video.gin", f"--gin.MODEL_DIR='{video_dir}'",
+                    f"--gin.INIT_FROM='{image_dir}'", f"--gin.TRAIN_STEPS={video_steps}"])
   tok = VideoTokenizer.load(video_dir)
+  assert tok.config == preset("small") and tok.step == video_steps
   clips = synthetic.moving_shapes_batch(12345, 0, 16, 17, 64, 64)
   value = held_out_psnr(tok, clips)
   ids = np.asarray(tok.encode(clips))
   print(f"held-out PSNR {value:.2f} dB; distinct codes {len(np.unique(ids))} of {ids.size}")
-  assert value >= PSNR_TARGET_DB
+  assert value >= target
 
 
 @pytest.mark.slow
@@ -158,7 +189,7 @@ def test_image_pretraining_then_inflation_through_trainer(tmp_path):
   image_dir, video_dir = str(tmp_path / "image"), str(tmp_path / "video")
   train_video_tokenizer(model_dir=image_dir, model=preset("tiny_image"), trainer=opt,
                         batch_size=8, num_frames=1, height=16, width=16)
-  from vp_jax.models.magvit.inflation import inflate_params
+  from vp_jax.models.magvit.inflation import inflate_tokenizer
   from vp_jax.models.magvit.train import restore_tokenizer_params
   image_params, _ = restore_tokenizer_params(image_dir)
   result = train_video_tokenizer(model_dir=video_dir, model=preset("tiny"), trainer=opt,
@@ -166,7 +197,7 @@ def test_image_pretraining_then_inflation_through_trainer(tmp_path):
                                  init_from=image_dir)
   assert result.start_step == 0 and sorted(result.losses) == [1]
   step0, _ = restore_tokenizer_params(video_dir, step=0)
-  expected = inflate_params(image_params, step0)
+  expected = inflate_tokenizer(image_params, step0, preset("tiny"))
   for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(step0)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   with pytest.raises(ValueError, match="inflation starts from an image model"):

@@ -24,7 +24,7 @@ from vp_jax.data.synthetic.dataset import SyntheticConfig
 from vp_jax.models import registry
 from vp_jax.models.magvit import synthetic
 from vp_jax.models.magvit.config import MagvitConfig
-from vp_jax.models.magvit.inflation import inflate_params
+from vp_jax.models.magvit.inflation import inflate_tokenizer
 from vp_jax.models.magvit.tokenizer import MagvitTokenizer
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import get_rules
@@ -80,7 +80,7 @@ def _inflate_into_step0(runner: Trainer, init_from: str, cfg: MagvitConfig) -> N
   image_params, image_step = restore_tokenizer_params(init_from)
   state = runner.init_or_restore()
   params = dict(jax.device_get(state.params))
-  params["tokenizer"] = inflate_params(image_params, params["tokenizer"])
+  params["tokenizer"] = inflate_tokenizer(image_params, params["tokenizer"], cfg)
   params = jax.device_put(params, runner.shardings.params)
   runner.checkpointer.save(0, state.replace(params=params), {"index": 0})
   runner.checkpointer.wait()
