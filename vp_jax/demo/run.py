@@ -81,7 +81,7 @@ def stage_video_tok(cfg: DemoConfig, d: str, ctx: dict) -> dict:
   common = dict(groups=("generator", "discriminator"))
   _say(f"video tokenizer: image pretraining, {cfg.image_steps} steps of {cfg.image_batch} frames")
   img = train_video_tokenizer(model_dir=image_dir, model=image_cfg, batch_size=cfg.image_batch,
-                              trainer=_trainer(cfg.image_steps, cfg.video_lr, cfg.seed, **common),
+                              trainer=_trainer(cfg.image_steps, cfg.image_lr, cfg.seed, **common),
                               dataset=cfg.images)
   _say(f"video tokenizer: inflated, video training, {cfg.video_steps} steps of {cfg.video_batch} "
        f"clips")
