@@ -3,8 +3,9 @@
   python launch/train_video_tokenizer.py --gin_file=platforms/cpu.gin \
       --gin_file=models/magvit_small.gin --gin.MODEL_DIR="'/tmp/magvit'" --gin.TRAIN_STEPS=3000
 
-Image pretraining then inflation: run with models/magvit_small_image.gin into one workdir, then
-models/magvit_small.gin into another with --gin.train_video_tokenizer.init_from="'<image workdir>'".
+Image pretraining then inflation (the measured recipe, docs/magvit.md): models/magvit_small_image.gin
+into one workdir, then models/magvit_small_video.gin into another with
+--gin.INIT_FROM="'<image workdir>'".
 """
 import sys
 
