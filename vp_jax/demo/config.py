@@ -33,6 +33,8 @@ class DemoConfig:
   videos: SyntheticConfig = SyntheticConfig(resolution="32x32", num_frames=17, num_examples=256)
   images: SyntheticConfig = SyntheticConfig(resolution="32x32", num_frames=1, num_examples=256)
 
+  # `tiny` keeps the entropy weight 0.1 (the `small` recipe uses 0.02): on this stage, image
+  # 0.02 / video 0.02 gave 16.5 dB held-out with 39 codes used, 0.1 / 0 17.3 dB, 0.1 / 0.1 17.4 dB.
   video_tokenizer: magvit_config.MagvitConfig = magvit_config.preset(
       "tiny", embedding_dim=10, gan_weight=0.0, disc_start_step=10 ** 9)
   image_steps: int = 400            # image pretraining (2D model), then inflation
