@@ -109,9 +109,11 @@ def test_gin_entry_point_configures_training(tmp_path):
 
 @pytest.mark.parametrize("gin_file,expected", [
     ("magvit_small_image.gin", {"preset": "small_image", "BATCH_SIZE": 8, "NUM_FRAMES": 1,
-                                "LEARNING_RATE": 1e-3, "WARMUP_STEPS": 200, "init_from": None}),
+                                "LEARNING_RATE": 1e-3, "WARMUP_STEPS": 200, "init_from": None,
+                                "entropy_weight": 0.02}),
     ("magvit_small_video.gin", {"preset": "small", "BATCH_SIZE": 2, "NUM_FRAMES": 17,
-                                "LEARNING_RATE": 1e-4, "WARMUP_STEPS": 50, "init_from": "/tmp/i"}),
+                                "LEARNING_RATE": 1e-4, "WARMUP_STEPS": 50, "init_from": "/tmp/i",
+                                "entropy_weight": 0.0}),
 ])
 def test_recipe_gin_files(gin_file, expected):
   """The two stages of the documented recipe (the slow PSNR test runs them for real)."""
@@ -123,13 +125,15 @@ def test_recipe_gin_files(gin_file, expected):
     got = {k: gin_cli.query_macro(k) for k in ("BATCH_SIZE", "NUM_FRAMES", "LEARNING_RATE",
                                                 "WARMUP_STEPS")}
     got["preset"] = gin.query_parameter("vp_jax.magvit_preset.name")
+    got["entropy_weight"] = configurables.magvit_preset().entropy_weight
     try:
       gin.query_parameter("train_video_tokenizer.init_from")    # ValueError where not bound
       got["init_from"] = gin_cli.query_macro("INIT_FROM")
     except ValueError:
       got["init_from"] = None
     assert got == expected
-    assert configurables.magvit_preset() == preset(expected["preset"])
+    assert configurables.magvit_preset() == preset(expected["preset"],
+                                                     entropy_weight=expected["entropy_weight"])
   finally:
     gin.clear_config()
   if expected["init_from"]:
@@ -177,7 +181,7 @@ def test_small_preset_reaches_psnr_target(tmp_path):
   run_gin_training(["--gin_file=models/magvit_small_video.gin", f"--gin.MODEL_DIR='{video_dir}'",
                     f"--gin.INIT_FROM='{image_dir}'", f"--gin.TRAIN_STEPS={video_steps}"])
   tok = VideoTokenizer.load(video_dir)
-  assert tok.config == preset("small") and tok.step == video_steps
+  assert tok.config == preset("small", entropy_weight=0.0) and tok.step == video_steps
   clips = synthetic.moving_shapes_batch(12345, 0, 16, 17, 64, 64)
   value = held_out_psnr(tok, clips)
   ids = np.asarray(tok.encode(clips))
