@@ -8,7 +8,8 @@ Presets:
   filters, channel multipliers (1, 2, 2, 4), 4 residual blocks per level, temporal downsampling in
   the last two of the three downsampling stages, 18-bit LFQ). Checked with `jax.eval_shape` only.
 - `paper_image`: the same with 1-frame temporal kernels (the 2D image model that is inflated).
-- `small`: the same layout at 1/4 width and 1 residual block: trains on CPU in minutes (the demo).
+- `small`: the same layout at 1/4 width and 1 residual block: the measured CPU recipe
+  (docs/magvit.md); the demo uses `tiny` widths with 10-bit codes.
 - `small_image`: its 2D image model.
 - `tiny`: the smallest configuration with the full 8x spatial / 4x temporal compression, for tests.
 """
@@ -139,8 +140,8 @@ _SMALL = MagvitConfig(filters=32, channel_multipliers=(1, 2, 2, 4), num_res_bloc
                       # 0.1 -> 21.2 dB, 0.02 -> 22.9, 0.005 -> 22.5 with 212 codes, 0 -> collapse to
                       # 7 codes at 16.6 dB); docs/magvit.md "Recipe".
                       lfq_inv_temperature=10.0, entropy_weight=0.02)
-# tiny keeps the paper's entropy weight 0.1: at its widths (and the demo's 10-bit codes at 32x32)
-# 0.02 collapsed usage (docs/demo.md).
+# tiny keeps the paper's entropy weight 0.1: on the demo's tokenizer (tiny widths, 10-bit codes,
+# 32x32) 0.02 collapsed usage to 39 codes (docs/demo.md).
 _TINY = dataclasses.replace(_SMALL, filters=8, num_groups=4, channel_multipliers=(1, 1, 2, 2),
                             disc_filters=8, disc_channel_multipliers=(1, 2), entropy_weight=0.1)
 
