@@ -146,6 +146,40 @@ def test_group_norm_is_per_frame():
   np.testing.assert_allclose(g.var(axis=(2, 3, 5)), 1.0, atol=1e-3)
 
 
+def test_latent_for_frames_is_causal():
+  cond = jnp.arange(3.0).reshape(1, 3, 1)                 # latent frames 0, 1, 2
+  got = blocks.latent_for_frames(cond, 9)                  # 4 frames per latent frame after 0
+  np.testing.assert_array_equal(np.asarray(got[0, :, 0]), [0, 1, 1, 1, 1, 2, 2, 2, 2])
+  got = blocks.latent_for_frames(cond, 5)                  # 2 frames per latent frame (a level)
+  np.testing.assert_array_equal(np.asarray(got[0, :, 0]), [0, 1, 1, 2, 2])
+  np.testing.assert_array_equal(np.asarray(blocks.latent_for_frames(cond[:, :1], 4)[0, :, 0]),
+                                [0, 0, 0, 0])
+
+
+def test_adaptive_group_norm():
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(size=(2, 5, 4, 4, 8)), jnp.float32)       # 5 frames
+  latent = jnp.asarray(rng.choice([-1.0, 1.0], size=(2, 3, 2, 2, 6)), jnp.float32)  # 3 latent
+  with nnx.use_eager_sharding(False):
+    norm = blocks.AdaptiveGroupNorm(8, 6, 4, rngs=nnx.Rngs(0))
+  # Zero-initialized projections: plain group norm.
+  np.testing.assert_allclose(np.asarray(norm(x, latent)), np.asarray(blocks.group_norm(x, 4)),
+                             atol=1e-6)
+  proj = rng.normal(size=(6, 16)).astype(np.float32)
+  proj_bias = rng.normal(size=(16,)).astype(np.float32)
+  norm.proj[...], norm.proj_bias[...] = jnp.asarray(proj), jnp.asarray(proj_bias)
+  cond = np.asarray(latent).mean(axis=(2, 3))[:, [0, 1, 1, 2, 2]]     # [B, T, 6], causal map
+  sb = cond @ proj + proj_bias
+  scale, shift = sb[..., :8], sb[..., 8:]
+  expected = (np.asarray(blocks.group_norm(x, 4)) * (1 + scale[:, :, None, None])
+              + shift[:, :, None, None])
+  np.testing.assert_allclose(np.asarray(norm(x, latent)), expected, rtol=1e-5, atol=1e-5)
+  # Frames 0-2 see latent frames 0-1 only: changing latent frame 2 leaves them unchanged.
+  other = norm(x, latent.at[:, 2].multiply(-1.0))
+  np.testing.assert_array_equal(np.asarray(other[:, :3]), np.asarray(norm(x, latent)[:, :3]))
+  assert float(jnp.max(jnp.abs(other[:, 3:] - norm(x, latent)[:, 3:]))) > 1e-3
+
+
 @pytest.mark.parametrize("thw,match", [((16, 128, 128), "T=16"), ((0, 128, 128), "T=0"),
                                        ((17, 100, 128), "multiples of 8"),
                                        ((17, 128, 4), "multiples of 8")])
