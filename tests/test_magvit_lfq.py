@@ -72,9 +72,12 @@ def test_entropy_terms_against_direct_computation(groups):
   b = d // groups
   ids = np.arange(2 ** d)
   expected = 0.0
+  marginals = np.asarray(lfq.group_marginals(z, inv_t, groups))   # [groups, 2^b]
+  assert marginals.shape == (groups, 2 ** b)
   for g in range(groups):
     sub = (ids >> (g * b)) & (2 ** b - 1)
     marginal = np.stack([p[:, sub == s].sum(-1) for s in range(2 ** b)], -1).mean(0)
+    np.testing.assert_allclose(marginals[g], marginal, rtol=1e-5, atol=1e-7)
     expected += _h(marginal)
   np.testing.assert_allclose(float(out.codebook_entropy), expected, rtol=1e-5)
   if groups == 1:
