@@ -217,3 +217,22 @@ def test_8b_sharded_train_step_lowers_on_8_devices_with_fsdp():
   gate = state.params["layers"]["mlp_gate"]["kernel"]    # [layers, embed, mlp]
   assert gate.sharding.spec == jax.sharding.PartitionSpec(None, "fsdp", "tensor")
   assert gate.sharding.shard_shape(gate.shape) == (32, 512, 14336)
+
+
+def test_prefix_lm_mask_by_hand():
+  from vp_jax.models.prefix_lm.attention import prefix_lm_mask
+  valid = jnp.asarray([[True, True, True, True, True], [True, False, True, True, False]])
+  mask = np.asarray(prefix_lm_mask(5, jnp.asarray([2, 0]), valid)).astype(int)
+  # Row 0: a 2-token prefix seen by every query, causal after it.
+  np.testing.assert_array_equal(mask[0], [[1, 1, 0, 0, 0],
+                                          [1, 1, 0, 0, 0],
+                                          [1, 1, 1, 0, 0],
+                                          [1, 1, 1, 1, 0],
+                                          [1, 1, 1, 1, 1]])
+  # Row 1: no prefix (purely causal); invalid keys 1 and 4 are hidden from every query but
+  # themselves, so an invalid query's softmax still has one key.
+  np.testing.assert_array_equal(mask[1], [[1, 0, 0, 0, 0],
+                                          [1, 1, 0, 0, 0],
+                                          [1, 0, 1, 0, 0],
+                                          [1, 0, 1, 1, 0],
+                                          [1, 0, 1, 1, 1]])
