@@ -251,3 +251,12 @@ def test_webm_and_mov_with_audio_decode_to_clips(tmp_path, ext):
   assert abs(np.argmax(np.abs(np.fft.rfft(wave[4000:20000]))) * SR / 16000 - 523) <= 2
   with pytest.raises(video_io.VideoError, match="cannot write '.avi'"):
     video_io.write_video(str(tmp_path / "x.avi"), _gray_frames(2))
+
+
+def test_center_crop():
+  frames = np.arange(2 * 5 * 6 * 1).reshape(2, 5, 6, 1)
+  got = clips_lib.center_crop(frames, (3, 2))
+  np.testing.assert_array_equal(got, frames[:, 1:4, 2:4])
+  np.testing.assert_array_equal(clips_lib.center_crop(frames, (5, 6)), frames)
+  with pytest.raises(ValueError, match="frames 5x6 smaller than 6x6"):
+    clips_lib.center_crop(frames, (6, 6))

@@ -285,3 +285,19 @@ def test_tokenizer_batches_are_the_datasets_frames_and_soundtrack_crops():
     tokenizer_batches.audio_batches(SyntheticConfig(num_frames=1), 1, 100)
   with pytest.raises(ValueError, match="not divisible"):
     tokenizer_batches.video_batches(cfg, 3, process_count=2)
+
+
+def test_frame_counts_audio_samples_and_central_box():
+  assert [formats.check_num_frames(n) for n in (1, 5, 17, 41)] == [1, 5, 17, 41]
+  for bad in (0, 16, 18):
+    with pytest.raises(ValueError, match=f"num_frames={bad}"):
+      formats.check_num_frames(bad)
+  assert formats.audio_samples(17) == 34_000 and formats.audio_samples(41) == 82_000
+  assert formats.audio_samples(17, sample_rate=24_000) == 51_000
+  assert formats.audio_samples(1) == 2_000
+  rows, cols = conditions.central_box(32, 16)
+  assert (rows, cols) == (slice(8, 24), slice(4, 12))
+  rows, cols = conditions.central_box(10, 7, 0.3)                 # 3 x 2 pixels, centred
+  assert (rows, cols) == (slice(3, 6), slice(2, 4))
+  with pytest.raises(ValueError, match="fraction 1.0"):
+    conditions.central_box(8, 8, 1.0)

@@ -166,3 +166,7 @@ def test_prefix_matches_the_built_example():
   codes = _random_codes(lay, np.random.default_rng(6))
   np.testing.assert_array_equal(lay.prefix({L.VIDEO_IN: codes[L.VIDEO_IN]}),
                                 lay.build(codes)["tokens"][:lay.prefix_length])
+
+
+def test_pixel_frames_inverts_the_latent_count():
+  assert [L.pixel_frames(n) for n in (1, 2, 5, 11)] == [1, 5, 17, 41]

@@ -76,3 +76,10 @@ def test_constrain_applies_rules_inside_a_mesh_context_only():
     y = jax.jit(lambda a: constrain(a * 2, ("batch", "act_mlp")))(x)
   assert y.sharding.spec == P(("data", "fsdp"), "tensor")
   np.testing.assert_array_equal(np.asarray(y), 2 * x)
+
+
+def test_batch_ways():
+  from vp_jax.parallel.sharding import batch_ways
+  assert batch_ways(make_mesh(MeshConfig(data=2, fsdp=2, tensor=2)), DEFAULT_RULES) == 4
+  assert batch_ways(make_mesh(MeshConfig(data=8, fsdp=1, tensor=1)), DEFAULT_RULES) == 8
+  assert batch_ways(make_mesh(MeshConfig(data=1, fsdp=1, tensor=8)), DEFAULT_RULES) == 1
