@@ -40,6 +40,24 @@ def test_mel_filters_cover_the_spectrum():
   assert spectral.num_mels_for(64, 64) == 16 and spectral.num_mels_for(2048, 64) == 64
 
 
+def test_mel_spectrogram_of_a_tone():
+  """|STFT| through the mel filters, band count capped for short windows; a 1 kHz sine of
+  amplitude 0.8 puts its energy in the bands around 1 kHz (the STFT's A / 2 scale)."""
+  sr, n_fft = 16_000, 512
+  tone = jnp.asarray(0.8 * np.sin(2 * np.pi * 1000.0 * np.arange(8000) / sr)[None], jnp.float32)
+  mel = np.asarray(spectral.mel_spectrogram(tone, n_fft, 64, sr))
+  assert mel.shape == (1, -(-8000 // (n_fft // 4)), 64)           # 63 frames, hop 128
+  expected = np.abs(np.asarray(spectral.stft(tone, n_fft))) @ spectral.mel_filters(n_fft, 64, sr)
+  np.testing.assert_allclose(mel, expected, rtol=1e-5, atol=1e-7)
+  band = int(np.argmax(mel[0, 10]))
+  assert band == int(np.argmax(spectral.mel_filters(n_fft, 64, sr)[32]))   # the 1 kHz bin's band
+  # The peak bin (A / 2 = 0.4) plus the Hann window's two neighbours (A / 4 each), filter-weighted.
+  assert 0.4 < mel[0, 10, band] < 0.8
+  far = np.delete(mel[0, 10], range(band - 2, band + 3))
+  assert far.max() < 0.01 * mel[0, 10, band]
+  assert spectral.mel_spectrogram(tone, 64, 64, sr).shape[-1] == 16
+
+
 def test_multiscale_mel_loss_and_metrics():
   rng = np.random.default_rng(0)
   x = jnp.asarray(0.3 * rng.normal(size=(2, 4096)), jnp.float32)
