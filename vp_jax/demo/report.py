@@ -9,13 +9,7 @@ import numpy as np
 
 from vp_jax.data.synthetic.dataset import SyntheticVideos
 from vp_jax.demo.config import DemoConfig
-
-
-def psnr_db(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-  """Per-clip PSNR in dB of two [B, ...] arrays in [0, 1]."""
-  mse = np.mean((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2,
-                axis=tuple(range(1, np.ndim(x))))
-  return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+from vp_jax.models.magvit.evaluate import psnr_db
 
 
 def _heldout(cfg: DemoConfig) -> list[dict]:

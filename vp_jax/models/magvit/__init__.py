@@ -3,7 +3,8 @@ lookup-free quantization with 2^18 codes, GAN training through the shared Traine
 
 Files: config (hyperparameters, presets), conv (causal 3D conv), blocks, encoder, decoder, lfq,
 tokenizer (encoder+LFQ+decoder), discriminator, perceptual (LPIPS + weight loading), losses, model
-(the trainable two-group GAN), inflation, synthetic (moving-shape clips), train (entry point).
+(the trainable two-group GAN), inflation, synthetic (moving-shape clips), train (entry point),
+evaluate (held-out reconstruction PSNR and codebook usage).
 """
 from vp_jax.models.magvit.config import PRESETS, MagvitConfig, PerceptualConfig, preset
 from vp_jax.models.magvit.model import MagvitModel

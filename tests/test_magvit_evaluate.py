@@ -1,0 +1,105 @@
+"""Held-out scoring of a video tokenizer (vp_jax/models/magvit/evaluate.py) and its CLI: PSNR per
+clip and per frame on hand values, the held-out blocks it draws, a real (untrained) tokenizer's
+score against a direct computation, bad arguments."""
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from vp_jax.models.magvit import evaluate, preset, synthetic
+from vp_jax.models.magvit.tokenizer import create_tokenizer
+from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_psnr_per_clip_and_per_frame():
+  x = np.zeros((2, 3, 4, 4, 3))
+  y = x.copy()
+  y[0] += 0.1                                       # MSE 0.01 -> 20 dB
+  y[1, 0] += 0.01                                   # frame 0: 40 dB; frames 1-2 exact
+  np.testing.assert_allclose(evaluate.frame_psnr_db(y, x)[0], [20.0, 20.0, 20.0], rtol=1e-9)
+  np.testing.assert_allclose(evaluate.frame_psnr_db(y, x)[1], [40.0, 120.0, 120.0], rtol=1e-9)
+  np.testing.assert_allclose(evaluate.psnr_db(y, x),
+                             [20.0, 10 * np.log10(1 / (1e-4 / 3))], rtol=1e-9)
+
+
+class OffsetTokenizer:
+  """encode = the clip itself; decode adds 0.1 to frame 0 and 0.01 to the others, so every clip
+  scores the same known PSNR; records the clips it was given."""
+  step = 7
+
+  def __init__(self):
+    self.seen = []
+
+  def encode(self, clips):
+    self.seen.append(clips)
+    return clips
+
+  def decode(self, ids):
+    offset = np.full(ids.shape[1], 0.01)
+    offset[0] = 0.1
+    return ids / 255.0 + offset[None, :, None, None, None]
+
+
+def test_score_held_out_on_a_known_error():
+  tok = OffsetTokenizer()
+  score = evaluate.score_held_out(tok, num_frames=5, height=8, width=16, blocks=3, block_size=2)
+  mse = (0.01 + 4 * 1e-4) / 5
+  assert score.step == 7 and score.clips == 6 and score.positions == 6 * 5 * 8 * 16 * 3
+  np.testing.assert_allclose(score.psnr_db, 10 * np.log10(1 / mse), rtol=1e-6)
+  np.testing.assert_allclose(score.block_psnr_db, [10 * np.log10(1 / mse)] * 3, rtol=1e-6)
+  np.testing.assert_allclose(score.frame_psnr_db, [20.0, 40.0, 40.0, 40.0, 40.0], rtol=1e-6)
+  # The held-out blocks are batches 0, 1, 2 of the held-out seed's stream.
+  for i, clips in enumerate(tok.seen):
+    np.testing.assert_array_equal(clips, synthetic.moving_shapes_batch(
+        evaluate.HELD_OUT_SEED, i, 2, 5, 8, 16))
+  assert score.distinct_codes == len(np.unique(np.concatenate(tok.seen)))
+  assert "held-out PSNR" in score.summary() and "frame 0 20.00" in score.summary()
+  assert json.loads(json.dumps(score.to_json()))["block_psnr_db"] == list(score.block_psnr_db)
+  with pytest.raises(ValueError, match="blocks=0"):
+    evaluate.score_held_out(tok, blocks=0)
+
+
+def test_score_of_a_real_tokenizer_matches_a_direct_computation():
+  tok = VideoTokenizer.from_module(create_tokenizer(preset("tiny"), 0))
+  score = evaluate.score_held_out(tok, num_frames=5, height=16, width=16, blocks=2, block_size=2)
+  clips = np.concatenate([synthetic.moving_shapes_batch(evaluate.HELD_OUT_SEED, i, 2, 5, 16, 16)
+                          for i in range(2)])
+  ids = np.asarray(tok.encode(clips))
+  recon = np.asarray(tok.decode(ids))
+  mse = np.mean((recon.astype(np.float64) - clips / 255.0) ** 2, axis=(1, 2, 3, 4))
+  np.testing.assert_allclose(score.psnr_db, np.mean(10 * np.log10(1 / mse)), rtol=1e-5)
+  assert score.distinct_codes == len(np.unique(ids)) and score.positions == ids.size
+  assert len(score.frame_psnr_db) == 5 and score.step is None
+
+
+def test_cli(monkeypatch, tmp_path, capsys):
+  sys.path.insert(0, os.path.join(REPO, "launch"))
+  try:
+    import eval_video_tokenizer as cli
+  finally:
+    sys.path.pop(0)
+  loaded = []
+
+  def fake_load(workdir, step=None):
+    loaded.append((workdir, step))
+    tok = OffsetTokenizer()
+    tok.step = step
+    return tok
+
+  monkeypatch.setattr(VideoTokenizer, "load", staticmethod(fake_load))
+  out = str(tmp_path / "scores.json")
+  scores = cli.main(["--workdir", "w", "--steps", "100", "200", "--frames", "5", "--size", "8",
+                     "--blocks", "1", "--block_size", "2", "--json", out])
+  assert loaded == [("w", 100), ("w", 200)]
+  assert [s["step"] for s in json.load(open(out))] == [100, 200] == [s["step"] for s in scores]
+  printed = capsys.readouterr().out.splitlines()
+  assert printed[0].startswith("step 100: held-out PSNR") and len(printed) == 2
+  for bad, match in ((["--frames", "16"], "--frames 16"), (["--size", "12"], "--size 12"),
+                     (["--blocks", "0"], "--blocks 0")):
+    with pytest.raises(SystemExit):
+      cli.parse_args(["--workdir", "w", *bad])
+    assert match in capsys.readouterr().err

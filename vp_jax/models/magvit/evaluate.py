@@ -1,0 +1,83 @@
+"""Held-out reconstruction quality of a trained video tokenizer on the built-in moving-shape clips.
+
+The recipe's figures in docs/magvit.md and the slow PSNR test (tests/test_magvit_train.py) come from
+`score_held_out`, and `launch/eval_video_tokenizer.py` runs it on any workdir and step, so a figure
+in the docs is one command away from being re-measured.
+
+Held-out clips are `synthetic.moving_shapes_batch(HELD_OUT_SEED, i, block_size, T, H, W)` for block
+i = 0, 1, ...: a seed that no training stream uses (training draws from TrainerConfig.seed, 0 in
+the gin files). PSNR is in [0, 1] pixel units, per clip, then averaged. Block means are reported
+next to the overall mean because a block of 16 clips alone is noisy: 16-clip blocks of one model
+differ by up to ~0.6 dB (docs/magvit.md "Status"), more than most recipe changes being compared.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import numpy as np
+
+from vp_jax.models.magvit import synthetic
+
+HELD_OUT_SEED = 12345
+
+
+def psnr_db(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Per-example PSNR in dB of two [B, ...] arrays in [0, 1] (MSE floored at 1e-12)."""
+  mse = np.mean((np.asarray(x, np.float64) - np.asarray(y, np.float64)) ** 2,
+                axis=tuple(range(1, np.ndim(x))))
+  return 10.0 * np.log10(1.0 / np.maximum(mse, 1e-12))
+
+
+def frame_psnr_db(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Per-frame PSNR [B, T] in dB of two [B, T, H, W, C] clips in [0, 1]."""
+  b, t = np.shape(x)[:2]
+  return psnr_db(np.reshape(x, (b * t, -1)), np.reshape(y, (b * t, -1))).reshape(b, t)
+
+
+@dataclasses.dataclass(frozen=True)
+class HeldOutScore:
+  step: int | None                    # the checkpoint step scored (None: built in memory)
+  clips: int
+  psnr_db: float                      # mean over all clips
+  block_psnr_db: tuple[float, ...]    # mean of each block of clips, in block order
+  frame_psnr_db: tuple[float, ...]    # [T]: each frame's PSNR, mean over all clips
+  distinct_codes: int                 # distinct token ids over all clips' positions
+  positions: int                      # token positions over all clips
+
+  def summary(self) -> str:
+    frames = self.frame_psnr_db
+    return (f"step {self.step}: held-out PSNR {self.psnr_db:.2f} dB over {self.clips} clips "
+            f"(blocks: {' '.join(f'{b:.2f}' for b in self.block_psnr_db)}; frame 0 "
+            f"{frames[0]:.2f}, frames 1-{len(frames) - 1} {min(frames[1:], default=frames[0]):.2f}"
+            f"-{max(frames[1:], default=frames[0]):.2f} dB); {self.distinct_codes} distinct codes "
+            f"over {self.positions} positions")
+
+  def to_json(self) -> dict[str, Any]:
+    return dataclasses.asdict(self)
+
+
+def score_held_out(tokenizer, *, num_frames: int = 17, height: int = 64, width: int = 64,
+                   blocks: int = 8, block_size: int = 16, seed: int = HELD_OUT_SEED
+                   ) -> HeldOutScore:
+  """Round-trips `blocks` x `block_size` held-out clips [block_size, T, H, W, 3] (one block at a
+  time, to bound memory) through `tokenizer.encode` / `decode` (a VideoTokenizer or anything with
+  the same two methods) and scores the reconstructions."""
+  if blocks < 1 or block_size < 1:
+    raise ValueError(f"score_held_out: blocks={blocks} and block_size={block_size} must be >= 1.")
+  clip_psnr, frame_psnr, codes, positions = [], [], set(), 0
+  for index in range(blocks):
+    clips = synthetic.moving_shapes_batch(seed, index, block_size, num_frames, height, width)
+    ids = np.asarray(tokenizer.encode(clips))
+    recon = np.asarray(tokenizer.decode(ids), np.float32)
+    target = clips.astype(np.float32) / 255.0
+    clip_psnr.append(psnr_db(recon, target))
+    frame_psnr.append(frame_psnr_db(recon, target))
+    codes.update(np.unique(ids).tolist())
+    positions += ids.size
+  frames = np.concatenate(frame_psnr).mean(axis=0)
+  return HeldOutScore(step=getattr(tokenizer, "step", None), clips=blocks * block_size,
+                      psnr_db=float(np.mean(clip_psnr)),
+                      block_psnr_db=tuple(float(np.mean(b)) for b in clip_psnr),
+                      frame_psnr_db=tuple(float(f) for f in frames),
+                      distinct_codes=len(codes), positions=positions)
