@@ -57,7 +57,11 @@ def test_score_held_out_on_a_known_error():
     np.testing.assert_array_equal(clips, synthetic.moving_shapes_batch(
         evaluate.HELD_OUT_SEED, i, 2, 5, 8, 16))
   assert score.distinct_codes == len(np.unique(np.concatenate(tok.seen)))
-  assert "held-out PSNR" in score.summary() and "frame 0 20.00" in score.summary()
+  assert "held-out PSNR" in score.summary() and "frame 0 20.00, frames 1-4 40.00-40.00" in (
+      score.summary())
+  images = evaluate.score_held_out(tok, num_frames=1, height=8, width=8, blocks=1, block_size=2)
+  assert images.frame_psnr_db == pytest.approx((images.psnr_db,), rel=1e-9)
+  assert "frame 0" not in images.summary()
   assert json.loads(json.dumps(score.to_json()))["block_psnr_db"] == list(score.block_psnr_db)
   with pytest.raises(ValueError, match="blocks=0"):
     evaluate.score_held_out(tok, blocks=0)

@@ -47,11 +47,12 @@ class HeldOutScore:
 
   def summary(self) -> str:
     frames = self.frame_psnr_db
+    per_frame = "" if len(frames) == 1 else (
+        f"; frame 0 {frames[0]:.2f}, frames 1-{len(frames) - 1} {min(frames[1:]):.2f}-"
+        f"{max(frames[1:]):.2f} dB")
     return (f"step {self.step}: held-out PSNR {self.psnr_db:.2f} dB over {self.clips} clips "
-            f"(blocks: {' '.join(f'{b:.2f}' for b in self.block_psnr_db)}; frame 0 "
-            f"{frames[0]:.2f}, frames 1-{len(frames) - 1} {min(frames[1:], default=frames[0]):.2f}"
-            f"-{max(frames[1:], default=frames[0]):.2f} dB); {self.distinct_codes} distinct codes "
-            f"over {self.positions} positions")
+            f"(blocks: {' '.join(f'{b:.2f}' for b in self.block_psnr_db)}{per_frame}); "
+            f"{self.distinct_codes} distinct codes over {self.positions} positions")
 
   def to_json(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
