@@ -155,13 +155,14 @@ def test_recipe_gin_files(gin_file, expected):
 
 
 # The measured recipe (docs/magvit.md "Recipe"): the two gin files, image stage then video stage.
-# Measured 2026-11-30 on the 2-core CPU (run C): 24.72 dB on the first 16 held-out clips (25.99
-# dB on images after the image stage); the bound leaves 0.5 dB for other machines' float
-# differences. The issue's aim is 25 dB.
+# Measured on the 2-core CPU: 2026-12-01 (this test, 96 min) 24.34 dB over the 128 held-out clips
+# (24.13 on block 0; the image stage 25.42 dB on 128 images); 2026-11-30 (run C) 24.72 dB on block
+# 0 alone. The bound leaves 0.5 dB below the 128-clip figure for other machines' float
+# differences and for the unexplained 0.4-0.6 dB between those two runs. The issue's aim is 25 dB.
 IMAGE_STEPS, VIDEO_STEPS = 5000, 400
-PSNR_TARGET_DB = 24.2
+PSNR_TARGET_DB = 23.8
 # Scored on 128 held-out clips, 8 blocks of 16 (block 0 is the set the recipe was first measured
-# on): 16-clip blocks of one model differ by up to ~0.6 dB, more than the recipe changes being
+# on): 16-clip blocks of one model differ by up to ~1.5 dB, more than the recipe changes being
 # compared, so the bound is on the mean over all 128 (vp_jax/models/magvit/evaluate.py).
 HELD_OUT_BLOCKS = 8
 
