@@ -26,8 +26,11 @@ def parse_args(argv):
   p.add_argument("--block_size", type=int, default=16, help="clips per block")
   p.add_argument("--json", default=None, help="write the scores here as JSON")
   args = p.parse_args(argv)
-  if args.frames < 1 or (args.frames - 1) % 4:
-    p.error(f"--frames {args.frames}: must be 1 or 1 + 4k (17, 41).")
+  from vp_jax.data.formats import check_num_frames
+  try:
+    check_num_frames(args.frames)
+  except ValueError as e:
+    p.error(f"--frames: {e}")
   if args.size < 8 or args.size % 8:
     p.error(f"--size {args.size}: must be a positive multiple of 8.")
   if args.blocks < 1 or args.block_size < 1:

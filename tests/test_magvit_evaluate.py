@@ -102,7 +102,7 @@ def test_cli(monkeypatch, tmp_path, capsys):
   assert [s["step"] for s in json.load(open(out))] == [100, 200] == [s["step"] for s in scores]
   printed = capsys.readouterr().out.splitlines()
   assert printed[0].startswith("step 100: held-out PSNR") and len(printed) == 2
-  for bad, match in ((["--frames", "16"], "--frames 16"), (["--size", "12"], "--size 12"),
+  for bad, match in ((["--frames", "16"], "--frames: num_frames=16"), (["--size", "12"], "--size 12"),
                      (["--blocks", "0"], "--blocks 0")):
     with pytest.raises(SystemExit):
       cli.parse_args(["--workdir", "w", *bad])

@@ -8,7 +8,7 @@ Held-out clips are `synthetic.moving_shapes_batch(HELD_OUT_SEED, i, block_size, 
 i = 0, 1, ...: a seed that no training stream uses (training draws from TrainerConfig.seed, 0 in
 the gin files). PSNR is in [0, 1] pixel units, per clip, then averaged. Block means are reported
 next to the overall mean because a block of 16 clips alone is noisy: 16-clip blocks of one model
-differ by up to ~0.6 dB (docs/magvit.md "Status"), more than most recipe changes being compared.
+differ by up to ~1.5 dB (docs/magvit.md "Status"), more than most recipe changes being compared.
 """
 from __future__ import annotations
 
