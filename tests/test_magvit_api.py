@@ -89,3 +89,21 @@ def test_mismatched_params():
   with pytest.raises(ValueError, match="VideoTokenizer: param"):
     VideoTokenizer(preset("tiny", filters=16),
                    nnx.to_pure_dict(nnx.state(create_tokenizer(TINY, 0))))
+
+
+def test_check_frames_directly():
+  from vp_jax.tokenizers.video_tokenizer import check_frames
+  u8 = np.zeros((1, 1, 8, 8, 3), np.uint8)
+  assert check_frames(u8) is u8                    # uint8 passes through untouched
+  nested = [[[[[0.25, 0.5, 1.0]] * 8] * 8]]        # a nested list becomes an array
+  out = check_frames(nested)
+  assert isinstance(out, np.ndarray) and out.shape == (1, 1, 8, 8, 3)
+  np.testing.assert_allclose(out[0, 0, 3, 5], [0.25, 0.5, 1.0])
+  with pytest.raises(ValueError, match="^condition: expected"):   # the caller's name is used
+    check_frames(np.zeros((8, 8, 3), np.float32), "condition")
+  nan = np.full((1, 1, 8, 8, 3), 0.5, np.float32)
+  nan[0, 0, 0, 0, 0] = np.nan
+  with pytest.raises(ValueError, match=r"clip: float values span \[nan"):
+    check_frames(nan, "clip")
+  with pytest.raises(ValueError, match="frames: dtype bool"):
+    check_frames(np.zeros((1, 1, 8, 8, 3), bool))

@@ -229,3 +229,30 @@ def test_conv3d_as_2d_matches_native(kernel, strides, thw):
   assert got.shape == want.shape == (2, (thw[0] - 1) // strides[0] + 1,
                                      -(-thw[1] // strides[1]), -(-thw[2] // strides[2]), 7)
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name,spatial,temporal,codes", [("paper", 8, 4, 2 ** 18),
+                                                         ("small", 8, 4, 2 ** 18),
+                                                         ("tiny_image", 8, 4, 2 ** 18)])
+def test_compression_factors(name, spatial, temporal, codes):
+  cfg = preset(name)
+  assert (cfg.spatial_factor, cfg.temporal_factor, cfg.codebook_size) == (spatial, temporal, codes)
+  # One temporal stride fewer halves the temporal factor; one level fewer halves the spatial one.
+  fewer = preset(name, temporal_downsample=(False, False, True))
+  assert fewer.temporal_factor == temporal // 2 and fewer.latent_shape(9, 64, 64) == (5, 8, 8)
+  shallow = preset(name, channel_multipliers=(1, 2, 2), temporal_downsample=(True, True))
+  assert shallow.spatial_factor == spatial // 2 and shallow.latent_shape(17, 64, 64) == (5, 16, 16)
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (dict(embedding_dim=26, entropy_groups=2), "13 bits per entropy group"),
+    (dict(temporal_kernel=2), "temporal_kernel=2"),
+    (dict(dtype="float16"), "dtype='float16'"),
+    (dict(embedding_dim=17), "embedding_dim=17 is not divisible"),
+])
+def test_validate_rejects(overrides, match):
+  import dataclasses as dc
+  cfg = dc.replace(preset("tiny"), **overrides)   # replace() alone does not validate
+  with pytest.raises(ValueError, match=match):
+    cfg.validate()
+  dc.replace(preset("tiny")).validate()           # the preset itself passes

@@ -137,3 +137,14 @@ def test_discriminator_loss_and_lecam_statistics(model_and_batch):
   assert int(model.step[...]) == 1
   with pytest.raises(ValueError, match="unknown group 'critic'"):
     model.loss(batch, key=None, train=True, group="critic")
+
+
+def test_gan_active_switches_at_disc_start_step(model_and_batch):
+  """gan_active is step >= disc_start_step, the step being the discriminator's update counter."""
+  cfg = dataclasses.replace(model_and_batch[0].cfg, disc_start_step=2)
+  model = _build(lambda: MagvitModel(cfg, rngs=nnx.Rngs(0)))
+  seen = []
+  for step in range(4):
+    model.step[...] = jnp.int32(step)
+    seen.append(bool(model.gan_active()))
+  assert seen == [False, False, True, True]
