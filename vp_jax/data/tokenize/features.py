@@ -91,11 +91,11 @@ def encode_batch(examples: Sequence[dict[str, Any]], tok: Tokenizers, config: To
                  | None = None) -> list[dict[str, Any]]:
   """Tokenizes examples of one shape -> per-example dicts of numpy features."""
   n = len(examples)
-  frames = np.stack([np.asarray(e["frames"], np.uint8) for e in examples])  # [n, T, H, W, 3]
-  shapes = {e["frames"].shape for e in examples}
-  if len(shapes) != 1:
+  shapes = {np.shape(e["frames"]) for e in examples}   # checked before stacking, which would fail
+  if len(shapes) != 1:                                  # with numpy's message, naming no example
     raise ValueError(f"examples {[e['id'] for e in examples]} have different frame shapes "
                      f"{sorted(shapes)}; a tokenized dataset has one (T, H, W).")
+  frames = np.stack([np.asarray(e["frames"], np.uint8) for e in examples])  # [n, T, H, W, 3]
   bsz = config.batch_size
   _, t, h, w, _ = frames.shape
   filled = _fill(frames, bsz)
