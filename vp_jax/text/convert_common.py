@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Mapping
 
+import jax.numpy as jnp
 import numpy as np
 
 from vp_jax.text.config import DTYPES, T5EncoderConfig
@@ -50,8 +51,9 @@ class Reader:
 
   def get(self, key: str, shapes: Iterable[tuple[int, ...]] | tuple[int, ...]) -> np.ndarray:
     """The array `key`, whose shape must be one of `shapes`; errors name `key` and the file."""
-    shapes = [tuple(shapes)] if shapes and isinstance(next(iter(shapes)), int) else [
-        tuple(s) for s in shapes]
+    # One shape (a tuple of ints; `()` is a scalar) or a list of allowed shapes.
+    shapes = ([tuple(shapes)] if isinstance(shapes, tuple) and all(isinstance(d, int) for d in shapes)
+              else [tuple(s) for s in shapes])
     if key not in self._arrays:
       near = sorted(k for k in self._arrays if k.split(".")[0] == key.split(".")[0]
                     or k.split("/")[0] == key.split("/")[0])[:5]
@@ -66,7 +68,7 @@ class Reader:
           f"configured encoder; the checkpoint and the config disagree.")
     self.used.add(key)
     value = np.asarray(self._load(self._arrays[key]))
-    if not np.issubdtype(value.dtype, np.floating):
+    if not jnp.issubdtype(value.dtype, jnp.floating):   # jnp's: bfloat16 counts (np's does not)
       raise CheckpointConversionError(
           f"{self.where}: parameter {key!r} has dtype {value.dtype}, expected floating point.")
     if not np.all(np.isfinite(value.astype(np.float32))):
