@@ -152,6 +152,9 @@ def test_plan_names_paths_and_ranges_including_the_short_last_shard():
   assert plan.shard_path(2) == "gs://bucket/tok/train.tfrecord-00002-of-00005"  # one slash
   assert plan.sidecar_path(4) == "gs://bucket/tok/train.tfrecord-00004-of-00005.json"
   assert [plan.shard_range(i) for i in range(5)] == [(0, 2), (2, 4), (4, 6), (6, 8), (8, 9)]
+  for bad in (5, -1):   # past the last shard (start > stop) or negative: an error, not a range
+    with pytest.raises(IndexError, match=f"shard {bad} out of range; the plan has 5 shards"):
+      plan.shard_range(bad)
   val = shards.Plan(out_dir="/data/out", split="validation", num_examples=123456,
                     num_shards=123456, shard_size=1, fingerprint="", job={})
   assert val.shard_path(7) == "/data/out/validation.tfrecord-00007-of-123456"

@@ -50,6 +50,9 @@ class Plan:
     return self.shard_path(index) + ".json"
 
   def shard_range(self, index: int) -> tuple[int, int]:
+    if not 0 <= index < self.num_shards:
+      raise IndexError(f"{self.out_dir}: shard {index} out of range; the plan has "
+                       f"{self.num_shards} shards.")
     start = index * self.shard_size
     return start, min(start + self.shard_size, self.num_examples)
 
