@@ -31,6 +31,9 @@ def test_to_uint8_passes_uint8_through_unchanged():
   out = media.to_uint8(frames)
   assert out is frames  # no copy, no rescaling
   np.testing.assert_array_equal(out, [[0, 7, 128, 255]])
+  for bad in (np.int32, np.int64, bool):   # 0..255 ints scaled by 255 would all turn white
+    with pytest.raises(ValueError, match=f"frames: dtype {np.dtype(bad)}; pass uint8"):
+      media.to_uint8(frames.astype(bad))
 
 
 def _solid_clip() -> np.ndarray:

@@ -13,10 +13,13 @@ LABEL_WIDTH = 150
 
 
 def to_uint8(frames: np.ndarray) -> np.ndarray:
-  """float [0, 1] (or uint8) frames -> uint8."""
+  """float [0, 1] (or uint8) frames -> uint8. Other integer or bool dtypes are refused: scaling
+  them by 255 would silently turn 0..255 pixels white."""
   frames = np.asarray(frames)
   if frames.dtype == np.uint8:
     return frames
+  if not np.issubdtype(frames.dtype, np.floating):
+    raise ValueError(f"frames: dtype {frames.dtype}; pass uint8 (0..255) or float in [0, 1].")
   return np.clip(np.round(frames * 255.0), 0, 255).astype(np.uint8)
 
 
