@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 from real_tokenizers import (BATCH, MAGVIT, SOUNDSTREAM, TEXT_DIM, CallCountingVideoTokenizer,
                              fill, load_tokenizers, tokenizers, with_video, workdirs)
+from tokenize_fakes import ListSource
 
 from vp_jax.data import conditions
 from vp_jax.data.synthetic import SyntheticConfig, SyntheticVideos, flat_labels
@@ -193,23 +194,6 @@ def test_restart_with_a_different_job_is_refused(tmp_path):
     _run(tmp_path, SyntheticSource(cfg), box_fraction=0.25)
 
 
-class _ListSource:
-  """Real-data-like source: no labels, no flow/depth, audio on some clips only."""
-  has_structure = False
-
-  def __init__(self, examples):
-    self.examples = examples
-
-  def __len__(self):
-    return len(self.examples)
-
-  def read(self, start, stop):
-    yield from self.examples[start:stop]
-
-  def describe(self):
-    return {"type": "list", "split": "train", "n": len(self.examples)}
-
-
 def test_clips_without_audio_labels_or_structure(tmp_path):
   rng = np.random.default_rng(0)
   examples = []
@@ -219,7 +203,7 @@ def test_clips_without_audio_labels_or_structure(tmp_path):
                      "audio": rng.uniform(-1, 1, 34_000).astype(np.float32) if has
                      else np.zeros((0,), np.float32), "has_audio": has,
                      "caption": f"clip number {i}", "labels": {}})
-  manifest = _run(tmp_path, _ListSource(examples))
+  manifest = _run(tmp_path, ListSource(examples))
   assert not manifest["stylization"] and not manifest["has_labels"]
   assert manifest["num_with_audio"] == 2
   rows = list(read_tokenized(str(tmp_path)).as_numpy_iterator())
@@ -227,7 +211,7 @@ def test_clips_without_audio_labels_or_structure(tmp_path):
   assert np.all(rows[1]["audio_tokens"] == -1) and rows[0]["audio_tokens"].shape == (4, 106)
   assert "stylization_tokens" not in rows[0] and "label_colour" not in rows[0]
   with pytest.raises(ValueError, match="optical flow and depth"):
-    _run(tmp_path / "s", _ListSource(examples), stylization=True)
+    _run(tmp_path / "s", ListSource(examples), stylization=True)
 
 
 def test_tfds_synthetic_source_matches_direct_source(tmp_path):
@@ -377,7 +361,7 @@ def test_text_embeddings_go_through_the_cache_when_given(tmp_path):
                                 for d in ("left", None, "up", None, "down", None)])
   cache = EmbeddingCache(str(tmp_path / "cache"), encoder.model_id)
   tok = Tokenizers(video=tokenizers().video, text=encoder, text_cache=cache)
-  _run(tmp_path / "out", _ListSource(examples), tok)
+  _run(tmp_path / "out", ListSource(examples), tok)
   # Batches [0 1] [2 3] [4 5]: the repeated caption is encoded in the first only; 0, 2, 4 differ.
   assert (cache.misses, cache.hits) == (4, 2)
   rows = list(read_tokenized(str(tmp_path / "out")).as_numpy_iterator())
@@ -391,7 +375,7 @@ def test_text_embeddings_go_through_the_cache_when_given(tmp_path):
     np.testing.assert_array_equal(embeddings, direct.embeddings[i])
     np.testing.assert_array_equal(mask, direct.mask[i])
   again = EmbeddingCache(str(tmp_path / "cache"), encoder.model_id)
-  _run(tmp_path / "out2", _ListSource(examples), Tokenizers(video=tokenizers().video,
+  _run(tmp_path / "out2", ListSource(examples), Tokenizers(video=tokenizers().video,
                                                            text=encoder, text_cache=again))
   assert (again.misses, again.hits) == (0, 6)
   assert _shard_bytes(tmp_path / "out2") == _shard_bytes(tmp_path / "out")
