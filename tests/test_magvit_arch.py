@@ -57,10 +57,11 @@ def _expected_params(cfg):
     if level < len(widths) - 1:
       n += conv(9 * kt, w, w)
   n += cfg.num_res_blocks * res(w, w) + 2 * w + conv(1, w, d)
-  n += conv(9 * kt, d, w) + cfg.num_res_blocks * res(w, w)    # decoder
+  nd = cfg.num_res_blocks if cfg.decoder_res_blocks is None else cfg.decoder_res_blocks
+  n += conv(9 * kt, d, w) + nd * res(w, w)                     # decoder
   for level in reversed(range(len(widths))):
     n += d * 2 * w + 2 * w                                     # adaptive group norm
-    for _ in range(cfg.num_res_blocks):
+    for _ in range(nd):
       n, w = n + res(w, widths[level]), widths[level]
     if level > 0:
       up = 9 * kt if cfg.upsample_kernel == 3 else 1
@@ -68,9 +69,10 @@ def _expected_params(cfg):
   return n + 2 * w + conv(9 * kt, w, 3)
 
 
-@pytest.mark.parametrize("name", ["paper", "small_image", "small", "tiny", "small:up1"])
+@pytest.mark.parametrize("name", ["paper", "small_image", "small", "tiny", "small:up1", "small:dec2"])
 def test_parameter_count(paper_model, name):
-  cfg = preset("small", upsample_kernel=1) if name == "small:up1" else preset(name)
+  cfg = {"small:up1": lambda: preset("small", upsample_kernel=1),
+         "small:dec2": lambda: preset("small", decoder_res_blocks=2)}.get(name, lambda: preset(name))()
   with nnx.use_eager_sharding(False):
     model = paper_model if name == "paper" else nnx.eval_shape(
         lambda: MagvitTokenizer(cfg, rngs=nnx.Rngs(0)))
@@ -249,6 +251,8 @@ def test_compression_factors(name, spatial, temporal, codes):
     (dict(temporal_kernel=2), "temporal_kernel=2"),
     (dict(dtype="float16"), "dtype='float16'"),
     (dict(embedding_dim=17), "embedding_dim=17 is not divisible"),
+    (dict(decoder_res_blocks=0), "decoder_res_blocks=0; each needs at least 1"),
+    (dict(num_res_blocks=0), "num_res_blocks=0"),
 ])
 def test_validate_rejects(overrides, match):
   import dataclasses as dc
@@ -256,3 +260,16 @@ def test_validate_rejects(overrides, match):
   with pytest.raises(ValueError, match=match):
     cfg.validate()
   dc.replace(preset("tiny")).validate()           # the preset itself passes
+
+
+def test_decoder_blocks_default_to_the_encoders():
+  assert preset("small").decoder_blocks == 1 and preset("paper").decoder_blocks == 4
+  assert preset("small", decoder_res_blocks=3).decoder_blocks == 3
+  cfg = preset("small", decoder_res_blocks=2)
+  from vp_jax.models.magvit.config import MagvitConfig
+  assert MagvitConfig.from_json(cfg.to_json()) == cfg
+  # A config written before the field existed reads as "same as the encoder".
+  import json
+  old = json.loads(preset("small").to_json())
+  del old["decoder_res_blocks"]
+  assert MagvitConfig.from_json(json.dumps(old)).decoder_blocks == 1

@@ -6,8 +6,9 @@ import pytest
 from flax import nnx
 
 from vp_jax.models.magvit import preset, synthetic
-from vp_jax.models.magvit.inflation import (inflate_kernel, inflate_params, inflate_tokenizer,
-                                            temporal_upsample_indices, tie_temporal_subframes)
+from vp_jax.models.magvit.inflation import (grow_decoder_blocks, inflate_kernel, inflate_params,
+                                            inflate_tokenizer, temporal_upsample_indices,
+                                            tie_temporal_subframes)
 from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
 
 
@@ -88,3 +89,49 @@ def test_inflate_params_errors():
     inflate_params(image, other)
   with pytest.raises(ValueError, match="the image model has"):
     inflate_params({"encoder": image["encoder"]}, image)
+
+
+def test_inflation_with_a_deeper_video_decoder_starts_as_the_image_model():
+  """decoder_res_blocks=2 over a 1-block image model: the new blocks are identities, so the grown,
+  inflated model decodes every frame of a static video as the image model decodes the image."""
+  image_cfg, video_cfg = preset("tiny_image"), preset("tiny", decoder_res_blocks=2)
+  image = create_tokenizer(image_cfg, 3)
+  params = jax.tree.map(lambda x: x + 0.05 * jnp.sin(jnp.arange(x.size).reshape(x.shape)),
+                        _params(image))
+  nnx.update(image, params)
+  video = create_tokenizer(video_cfg, 4)
+  template = _params(video)
+  assert len(template["decoder"]["blocks"]) == 8 and len(template["decoder"]["mid"]) == 2
+  assert len(template["encoder"]["blocks"]) == len(params["encoder"]["blocks"])   # encoder as is
+  grown = inflate_tokenizer(params, template, video_cfg, image_decoder_blocks=1)
+  # Level l's trained block is its first; the appended one is the template's with conv2 zeroed.
+  for level in range(4):
+    old, new = params["decoder"]["blocks"][level], grown["decoder"]["blocks"][2 * level + 1]
+    np.testing.assert_array_equal(np.asarray(grown["decoder"]["blocks"][2 * level]["norm1"]["scale"]),
+                                  np.asarray(old["norm1"]["scale"]))
+    assert not np.any(np.asarray(new["conv2"]["kernel"])) and not np.any(np.asarray(new["conv2"]["bias"]))
+    np.testing.assert_array_equal(np.asarray(new["conv1"]["kernel"]),
+                                  np.asarray(template["decoder"]["blocks"][2 * level + 1]["conv1"]["kernel"]))
+  nnx.update(video, grown)
+  still = synthetic.moving_shapes_batch(0, 0, 2, 1, 16, 16)
+  static = jnp.asarray(np.repeat(still, 5, axis=1), jnp.float32) / 127.5 - 1
+  run = nnx.jit(lambda m, x: m(x)[0])
+  out_img, out_vid = np.asarray(run(image, static[:, :1])), np.asarray(run(video, static))
+  assert np.std(out_img) > 0.05                                # a non-trivial decoding
+  np.testing.assert_allclose(out_vid, np.broadcast_to(out_img, out_vid.shape), atol=1e-4)
+  # The new blocks train: their conv2 gets a gradient at the identity start.
+  loss = lambda m: jnp.mean(jnp.square(m(static)[0] - static))
+  grads = nnx.to_pure_dict(nnx.grad(loss)(video))
+  assert np.abs(np.asarray(grads["decoder"]["blocks"][1]["conv2"]["kernel"])).max() > 1e-6
+
+
+def test_grow_decoder_blocks_errors():
+  small = _params(create_tokenizer(preset("tiny_image"), 0))
+  deep = _params(create_tokenizer(preset("tiny_image", decoder_res_blocks=2), 0))
+  with pytest.raises(ValueError, match="cannot shrink"):
+    grow_decoder_blocks(deep, 2, small, 1)
+  with pytest.raises(ValueError, match="expected 12 and 3"):
+    grow_decoder_blocks(small, 1, deep, 3)
+  same = grow_decoder_blocks(small, 1, small, 1)
+  for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(small)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -44,6 +44,10 @@ class MagvitConfig:
   filters: int = 128                                   # base width
   channel_multipliers: tuple[int, ...] = (1, 2, 2, 4)  # one per resolution level
   num_res_blocks: int = 4                              # per level (encoder and decoder)
+  # Decoder residual blocks per level (and in its middle stage) when they differ from the encoder's;
+  # None: num_res_blocks. Extra decoder blocks over an image model start as identities at inflation
+  # (inflation.grow_decoder_blocks).
+  decoder_res_blocks: int | None = None
   temporal_downsample: tuple[bool, ...] = (False, True, True)  # per downsampling stage
   embedding_dim: int = 18                              # LFQ bits: 2^18 codes
   num_groups: int = 32                                 # group norm groups
@@ -80,6 +84,10 @@ class MagvitConfig:
     return 2 ** sum(bool(t) for t in self.temporal_downsample)
 
   @property
+  def decoder_blocks(self) -> int:
+    return self.num_res_blocks if self.decoder_res_blocks is None else self.decoder_res_blocks
+
+  @property
   def codebook_size(self) -> int:
     return 2 ** self.embedding_dim
 
@@ -99,6 +107,9 @@ class MagvitConfig:
       raise ValueError(f"MagvitConfig: {self.embedding_dim // self.entropy_groups} bits per entropy "
                        f"group materializes 2^{self.embedding_dim // self.entropy_groups} "
                        f"probabilities per position; use more entropy_groups.")
+    if self.num_res_blocks < 1 or self.decoder_blocks < 1:
+      raise ValueError(f"MagvitConfig: num_res_blocks={self.num_res_blocks}, decoder_res_blocks="
+                       f"{self.decoder_res_blocks}; each needs at least 1 block per level.")
     if self.temporal_kernel not in (1, 3):
       raise ValueError(f"MagvitConfig.temporal_kernel={self.temporal_kernel}; use 3 (video) or 1 "
                        f"(image model).")

@@ -22,13 +22,13 @@ class Decoder(nnx.Module):
     width = widths[-1]
     self.conv_in = CausalConv3d(cfg.embedding_dim, width, (kt, 3, 3), dtype=dt, rngs=rngs)
     self.mid = nnx.List([ResBlock(width, width, g, kt, dtype=dt, rngs=rngs)
-                         for _ in range(cfg.num_res_blocks)])
+                         for _ in range(cfg.decoder_blocks)])
     adanorms, blocks, ups = [], [], []
     for level in reversed(range(len(widths))):
       w = widths[level]
       adanorms.append(AdaptiveGroupNorm(width, cfg.embedding_dim, g, dtype=dt, rngs=rngs)
                       if cfg.adaptive_group_norm else GroupNorm(width, g, dtype=dt))
-      for _ in range(cfg.num_res_blocks):
+      for _ in range(cfg.decoder_blocks):
         blocks.append(ResBlock(width, w, g, kt, dtype=dt, rngs=rngs))
         width = w
       if level > 0:
@@ -37,7 +37,7 @@ class Decoder(nnx.Module):
     self.adanorms, self.blocks, self.ups = nnx.List(adanorms), nnx.List(blocks), nnx.List(ups)
     self.norm_out = GroupNorm(width, g, dtype=dt)
     self.conv_out = CausalConv3d(width, 3, (kt, 3, 3), dtype=dt, rngs=rngs)
-    self.num_levels, self.num_res_blocks = len(widths), cfg.num_res_blocks
+    self.num_levels, self.num_res_blocks = len(widths), cfg.decoder_blocks
     self.adaptive = cfg.adaptive_group_norm
 
   def __call__(self, z: jax.Array) -> jax.Array:  # [B, T', H', W', D] -> [B, T, H, W, 3]

@@ -16,6 +16,14 @@ channels (measured on the small preset: held-out frames 1-3 of each chunk at ~15
 video training without the copy; docs/magvit.md). MAGVIT-v2 does not say how it initializes these
 channels; repeating the trained frame is the choice that keeps "the inflated model starts from the
 image model's quality" true for every frame.
+
+The video decoder may also have more residual blocks per level than the image decoder
+(`MagvitConfig.decoder_res_blocks`): temporal modelling is what the video stage adds, and a decoder
+that has to rebuild four frames from one latent frame may need more capacity than one that rebuilds
+one. `grow_decoder_blocks` keeps each level's trained blocks first and appends the new ones with
+their last convolution zeroed, so every new block is an identity (x + 0) and the grown model still
+computes exactly the image model's output (the "zero-init residual" of Goyal et al. 2017, also how
+progressive-growing setups add depth without a restart).
 """
 from __future__ import annotations
 
@@ -81,7 +89,48 @@ def tie_temporal_subframes(params: dict, cfg: "MagvitConfig") -> dict:
   return {**params, "decoder": {**params["decoder"], "ups": ups}}
 
 
-def inflate_tokenizer(image_params: dict, video_template: dict, cfg: "MagvitConfig") -> dict:
+def _identity_block(block: dict) -> dict:
+  """A ResBlock's pure-dict params with conv2 zeroed: x + conv2(...) = x (same widths, no skip)."""
+  zeros = lambda w: jnp.zeros_like(w) if isinstance(w, jax.Array) else np.zeros(w.shape, w.dtype)
+  return {**block, "conv2": {k: zeros(v) for k, v in block["conv2"].items()}}
+
+
+def grow_decoder_blocks(params: dict, blocks_from: int, template: dict, blocks_to: int) -> dict:
+  """Tokenizer pure-dict params whose decoder has `blocks_from` residual blocks per level (and in
+  its middle stage) -> params shaped like `template` (the tokenizer with `blocks_to` >= blocks_from;
+  arrays, e.g. freshly initialized params). Level l's trained blocks stay its first ones; each new
+  block is the template's block with conv2 zeroed, an identity, so the output is unchanged (test).
+  Encoder, quantizer and the rest of the decoder are taken from `params`."""
+  if blocks_to < blocks_from:
+    raise ValueError(f"grow_decoder_blocks: cannot shrink the decoder from {blocks_from} to "
+                     f"{blocks_to} residual blocks per level.")
+  dec, tmpl = params["decoder"], template["decoder"]
+  levels = len(dec["blocks"]) // blocks_from
+  if len(tmpl["blocks"]) != levels * blocks_to or len(tmpl["mid"]) != blocks_to:
+    raise ValueError(f"grow_decoder_blocks: the template decoder has {len(tmpl['blocks'])} level "
+                     f"blocks and {len(tmpl['mid'])} middle blocks; expected {levels * blocks_to} "
+                     f"and {blocks_to} for {levels} levels x {blocks_to}.")
+
+  def grown(old: dict, new: dict, n_levels: int) -> dict:
+    out = {}
+    for level in range(n_levels):
+      for j in range(blocks_to):
+        out[level * blocks_to + j] = (old[level * blocks_from + j] if j < blocks_from
+                                      else _identity_block(new[level * blocks_to + j]))
+    return out
+
+  decoder = {**dec, "blocks": grown(dec["blocks"], tmpl["blocks"], levels),
+             "mid": grown(dec["mid"], tmpl["mid"], 1)}
+  return {**params, "decoder": decoder}
+
+
+def inflate_tokenizer(image_params: dict, video_template: dict, cfg: "MagvitConfig",
+                      image_decoder_blocks: int | None = None) -> dict:
   """The image tokenizer's params inflated into the video tokenizer `cfg` (`inflate_params`), with
-  the temporal upsamplings' sub-frames tied (`tie_temporal_subframes`)."""
+  the temporal upsamplings' sub-frames tied (`tie_temporal_subframes`). When the image decoder had
+  fewer residual blocks per level (`image_decoder_blocks`) than `cfg.decoder_blocks`, the new ones
+  are added as identities first (`grow_decoder_blocks`)."""
+  if image_decoder_blocks is not None and image_decoder_blocks != cfg.decoder_blocks:
+    image_params = grow_decoder_blocks(image_params, image_decoder_blocks, video_template,
+                                       cfg.decoder_blocks)
   return tie_temporal_subframes(inflate_params(image_params, video_template), cfg)

@@ -80,7 +80,8 @@ def _inflate_into_step0(runner: Trainer, init_from: str, cfg: MagvitConfig) -> N
   image_params, image_step = restore_tokenizer_params(init_from)
   state = runner.init_or_restore()
   params = dict(jax.device_get(state.params))
-  params["tokenizer"] = inflate_tokenizer(image_params, params["tokenizer"], cfg)
+  params["tokenizer"] = inflate_tokenizer(image_params, params["tokenizer"], cfg,
+                                          image_decoder_blocks=image_cfg.decoder_blocks)
   params = jax.device_put(params, runner.shardings.params)
   runner.checkpointer.save(0, state.replace(params=params), {"index": 0})
   runner.checkpointer.wait()
