@@ -379,3 +379,33 @@ def test_text_embeddings_go_through_the_cache_when_given(tmp_path):
                                                            text=encoder, text_cache=again))
   assert (again.misses, again.hits) == (0, 6)
   assert _shard_bytes(tmp_path / "out2") == _shard_bytes(tmp_path / "out")
+
+
+@pytest.mark.parametrize("text_dtype", ["bfloat16", "float32"])
+def test_text_embeddings_are_read_back_in_the_dtype_they_were_written(tmp_path, text_dtype):
+  """TokenizeConfig.text_dtype sets the storage dtype and the manifest records it, so the reader
+  decodes the bytes as that dtype (before, it always decoded float16: float32 rows came back with
+  twice the values and the wrong shape)."""
+  import ml_dtypes
+  encoder = tokenizers().text
+  examples = _caption_examples(["a red circle moves left over a navy background",
+                                "a small green cross on a gray background"])
+  tok = Tokenizers(video=tokenizers().video, text=encoder)
+  manifest = _run(tmp_path, ListSource(examples), tok, text_dtype=text_dtype)
+  assert load_manifest(str(tmp_path))["config"]["text_dtype"] == text_dtype
+  rows = list(read_tokenized(str(tmp_path)).as_numpy_iterator())
+  direct = encoder.encode([e["caption"] for e in examples]).embeddings
+  stored = {"bfloat16": ml_dtypes.bfloat16, "float32": np.float32}[text_dtype]
+  got = np.stack([r["text_embeddings"] for r in rows])
+  assert got.dtype == np.float32 and got.shape == direct.shape
+  np.testing.assert_array_equal(got, direct.astype(stored).astype(np.float32))
+  assert manifest["num_examples"] == 2
+
+
+def test_text_dtype_is_checked():
+  with pytest.raises(ValueError, match="text_dtype='int8'"):
+    TokenizeConfig(text_dtype="int8")
+  from vp_jax.data.tokenize.features import text_storage_dtype
+  assert text_storage_dtype({"config": {}}) == "float16"          # manifests before the setting
+  with pytest.raises(ValueError, match="text_dtype='float64'"):
+    text_storage_dtype({"config": {"text_dtype": "float64"}})

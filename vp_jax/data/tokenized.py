@@ -5,7 +5,7 @@
 
 Token features come back as int32 in their latent shapes (`video_tokens` [T', H', W'],
 `audio_tokens` [4, Ta] (-1 where `has_audio` is False), ...), `text_embeddings` as float32 [64, D]
-(stored float16), `text_mask` as bool [64], strings as tf.string. See docs/data_format.md.
+(stored as the manifest's `config.text_dtype`, float16 by default), `text_mask` as bool [64], strings as tf.string. See docs/data_format.md.
 """
 from __future__ import annotations
 
@@ -55,6 +55,7 @@ def read_tokenized(path: str, *, shuffle_files: bool = False, seed: int | None =
     ds = ds.flat_map(tf.data.TFRecordDataset)
   spec = features_lib.feature_spec(manifest)
   shapes = manifest["shapes"]
+  text_dtype = tf.as_dtype(features_lib.text_storage_dtype(manifest))
 
   def parse(record):
     x = tf.io.parse_single_example(record, spec)
@@ -65,7 +66,7 @@ def read_tokenized(path: str, *, shuffle_files: bool = False, seed: int | None =
       elif key == "text_mask":
         out[key] = tf.cast(value, tf.bool)
       elif key == "text_embeddings":
-        emb = tf.io.decode_raw(value, tf.float16)
+        emb = tf.io.decode_raw(value, text_dtype)
         out[key] = tf.cast(tf.reshape(emb, shapes[key]), tf.float32)
       elif key in ("has_audio",):
         out[key] = tf.cast(value[0], tf.bool)

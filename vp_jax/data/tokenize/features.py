@@ -12,6 +12,7 @@ import io
 import json
 from typing import Any, Callable, Sequence
 
+import ml_dtypes
 import numpy as np
 from PIL import Image
 
@@ -37,6 +38,20 @@ class Tokenizers:
   text_cache: Any = None  # optional vp_jax.text EmbeddingCache (get_or_compute(texts, enc))
 
 
+# Storage dtypes of `text_embeddings` (the manifest's config records which one a dataset used).
+TEXT_DTYPES = {"float16": np.dtype(np.float16), "bfloat16": np.dtype(ml_dtypes.bfloat16),
+               "float32": np.dtype(np.float32)}
+
+
+def text_storage_dtype(manifest: dict[str, Any]) -> str:
+  """The dtype a dataset's text embeddings were written in (float16 for manifests that predate
+  the setting, which always wrote float16)."""
+  name = manifest.get("config", {}).get("text_dtype", "float16")
+  if name not in TEXT_DTYPES:
+    raise ValueError(f"manifest config text_dtype={name!r}; this reader knows {sorted(TEXT_DTYPES)}.")
+  return name
+
+
 @dataclasses.dataclass(frozen=True)
 class TokenizeConfig:
   shard_size: int = 64                 # examples per output shard
@@ -46,7 +61,12 @@ class TokenizeConfig:
   box_fraction: float = 0.5            # central box: this fraction of H and of W
   stylization: bool | None = None      # None: on iff the source has flow+depth (or an estimator)
   flow_max: float = conditions.FLOW_MAX
-  text_dtype: str = "float16"
+  text_dtype: str = "float16"          # how text embeddings are stored (TEXT_DTYPES)
+
+  def __post_init__(self):
+    if self.text_dtype not in TEXT_DTYPES:
+      raise ValueError(f"TokenizeConfig.text_dtype={self.text_dtype!r}; use one of "
+                       f"{sorted(TEXT_DTYPES)}.")
 
   def output_affecting(self) -> dict[str, Any]:
     d = dataclasses.asdict(self)
@@ -153,7 +173,7 @@ def encode_batch(examples: Sequence[dict[str, Any]], tok: Tokenizers, config: To
       o["has_audio"] = i in (audio or {})
       o["audio_tokens"] = audio[i] if o["has_audio"] else None
     if text is not None:
-      o["text_embeddings"] = text[0][i].astype(config.text_dtype)
+      o["text_embeddings"] = text[0][i].astype(TEXT_DTYPES[config.text_dtype])
       o["text_mask"] = text[1][i].astype(bool)
       o["text_num_truncated"] = int(text[2][i])
     o["caption"] = e["caption"]
