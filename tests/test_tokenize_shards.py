@@ -52,11 +52,11 @@ def test_make_plan_writes_job_json_and_has_a_stable_fingerprint(tmp_path):
       "fingerprint": plan.fingerprint, "format_version": 1,
       "source": {"type": "list", "split": "validation", "n": 9},
       "config": {"shard_size": 4, "masks": ["inpaint_central", "outpaint_central"],
-                 "box_fraction": 0.5, "stylization": None, "flow_max": 0.0625,
-                 "text_dtype": "float16"},
+                 "box_fraction": 0.5, "flow_max": 0.0625, "text_dtype": "float16"},
       "stylization": False, "tokenizers": {"video": {"class": "V"}}}
   assert plan.job == {k: v for k, v in job.items() if k != "fingerprint"} | {
-      "config": TokenizeConfig(shard_size=4).output_affecting()}
+      "config": {k: v for k, v in TokenizeConfig(shard_size=4).output_affecting().items()
+                 if k != "stylization"}}
   # Same job again (in the same or another directory): the same fingerprint, job.json untouched.
   before = (out / "job.json").read_bytes()
   assert small_plan(out, n=9, shard_size=4, split="validation").fingerprint == plan.fingerprint
@@ -68,6 +68,14 @@ def test_make_plan_writes_job_json_and_has_a_stable_fingerprint(tmp_path):
   again = shards.make_plan(str(out), src, TokenizeConfig(shard_size=4, batch_size=3),
                            {"video": {"class": "V"}}, stylization=False)
   assert again.fingerprint == plan.fingerprint
+  # stylization=None resolved to False is the same job as stylization=False (same bytes written);
+  # a different resolved value is not.
+  explicit = shards.make_plan(str(out), src, TokenizeConfig(shard_size=4, stylization=False),
+                              {"video": {"class": "V"}}, stylization=False)
+  assert explicit.fingerprint == plan.fingerprint
+  with pytest.raises(shards.JobMismatchError, match="different tokenization job"):
+    shards.make_plan(str(out), src, TokenizeConfig(shard_size=4), {"video": {"class": "V"}},
+                     stylization=True)
 
 
 def test_make_plan_defaults_the_split_to_train(tmp_path):
@@ -177,7 +185,8 @@ def test_write_manifest_sums_the_sidecars(tmp_path):
       "token_counts": {"video_tokens": 20, "first_frame_tokens": 4, "audio_tokens": 12,
                        "stylization_tokens": 20},
       "source": {"type": "list", "split": "train", "n": 9},
-      "config": TokenizeConfig(shard_size=4).output_affecting(),
+      "config": {"shard_size": 4, "masks": ("inpaint_central", "outpaint_central"),
+                 "box_fraction": 0.5, "flow_max": 0.0625, "text_dtype": "float16"},
       "stylization": True, "tokenizers": {"video": {"class": "V"}},
       "tokenize_seconds": 3.75}   # 1.25 + 2.5 + 0.0004 rounded to ms
   on_disk = json.loads((tmp_path / "manifest.json").read_text())

@@ -86,8 +86,12 @@ def make_plan(out_dir: str, source, config: features_lib.TokenizeConfig,
   if n == 0:
     raise ValueError(f"tokenize: source {source.describe()} is empty.")
   split = source.describe().get("split", "train")
+  # The config's stylization may be None ("on iff the source can make it"); what changes the bytes
+  # is the resolved value, recorded once as job["stylization"], so None and the explicit setting it
+  # resolves to make the same job (and a resumed run may spell it either way).
+  job_config = {k: v for k, v in config.output_affecting().items() if k != "stylization"}
   job = {"format_version": features_lib.FORMAT_VERSION, "source": source.describe(),
-         "config": config.output_affecting(), "stylization": stylization,
+         "config": job_config, "stylization": stylization,
          "tokenizers": tokenizer_records}
   fingerprint = hashlib.sha256(json.dumps(job, sort_keys=True).encode()).hexdigest()[:16]
   gfile = _gfile()
