@@ -88,6 +88,20 @@ def test_write_gif_and_read_it_back(media):
   np.testing.assert_allclose(frames.reshape(20, -1).mean(1), 10 * np.arange(20), atol=3)
 
 
+def test_gif_frame_times_keep_the_rate(tmp_path):
+  """8 fps is 12.5 centiseconds a frame: the delays alternate 120 / 130 ms, so frame i starts
+  within 5 ms of i / 8 s (a constant 120 ms played 4 % fast: frame 16 at 1.92 s, not 2.0)."""
+  assert video_io.gif_durations_ms(4, 8.0) == [130, 120, 130, 120]
+  assert video_io.gif_durations_ms(3, 5.0) == [200, 200, 200]
+  assert video_io.gif_durations_ms(2, 1000.0) == [10, 10]       # GIF's shortest delay
+  with pytest.raises(video_io.VideoError, match="fps=0"):
+    video_io.gif_durations_ms(2, 0)
+  video_io.write_gif(str(tmp_path / "c.gif"), _gray_frames(17, step=10), fps=8)
+  frames, times = video_io.read_frames(str(tmp_path / "c.gif"))
+  assert frames.shape[0] == 17
+  assert np.max(np.abs(times - np.arange(17) / 8.0)) <= 0.0051, times
+
+
 def test_resample_indices_and_available_clips():
   times = np.arange(90) / 30.0
   idx = clips_lib.resample_indices(times, 0.0, 17)

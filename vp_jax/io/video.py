@@ -193,14 +193,27 @@ def write_mp4(path: str, frames: np.ndarray, fps: float = 8.0, *, audio: np.ndar
   return write_video(path, frames, fps, audio=audio, sample_rate=sample_rate, crf=crf)
 
 
+def gif_durations_ms(num_frames: int, fps: float) -> list[int]:
+  """Per-frame gif durations in ms. GIF stores delays in centiseconds, so 8 fps (12.5 cs) cannot be
+  one constant delay (12 cs plays 4 % fast); each frame instead ends at its ideal time rounded to
+  the centisecond (13, 12, 13, 12, ... at 8 fps), so frame i starts within 5 ms of i / fps."""
+  if fps <= 0:
+    raise VideoError(f"gif: fps={fps} must be positive.")
+  ends = [int(np.floor((i + 1) * 100.0 / fps + 0.5)) for i in range(num_frames)]
+  starts = [0] + ends[:-1]
+  return [10 * max(e - s, 1) for s, e in zip(starts, ends)]
+
+
 def write_gif(path: str, frames: np.ndarray, fps: float = 8.0, *, loop: int = 0) -> str:
-  """Writes an animated gif (Pillow, adaptive palette per frame), atomically."""
+  """Writes an animated gif (Pillow, adaptive palette per frame), atomically. Frame timing:
+  `gif_durations_ms`. Pillow merges consecutive identical frames into one with the summed delay,
+  so a reader may see fewer frames than were written, at the right times."""
   frames = _check_frames(frames, path)
   images = [Image.fromarray(f) for f in frames]
   tmp = _atomic_target(path, ".gif")
   try:
     images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
-                   duration=int(round(1000.0 / fps)), loop=loop, disposal=1)
+                   duration=gif_durations_ms(len(images), fps), loop=loop, disposal=1)
     os.replace(tmp, path)
   finally:
     if os.path.exists(tmp):
