@@ -75,18 +75,32 @@ def draw_task(schedule: RateSchedule, step: int, total_steps: int, seed: int) ->
 _SCHEDULES: dict[str, RateSchedule] = {}
 
 
+def _stage_names(name: str, schedule: RateSchedule) -> list[str]:
+  return [name] if len(schedule.stages) == 1 else [
+      f"{name}_stage{i}" for i in range(len(schedule.stages))]
+
+
 def register_schedule(name: str, schedule: RateSchedule, *, overwrite: bool = False) -> None:
   """Registers `name` (for `schedule_for`) and a seqio Mixture `{name}_stage{i}` per stage (or
-  `name` itself for a one-stage schedule)."""
+  `name` itself for a one-stage schedule). Overwriting removes the old schedule's Mixtures; a
+  failed registration (e.g. an unknown task) leaves neither the schedule nor any Mixture."""
   if name in _SCHEDULES and not overwrite:
     raise ValueError(f"schedule {name!r} is already registered.")
-  _SCHEDULES[name] = schedule
-  stage_names = [name] if len(schedule.stages) == 1 else [
-      f"{name}_stage{i}" for i in range(len(schedule.stages))]
-  for mix, stage in zip(stage_names, schedule.stages):
-    if overwrite:
+  stage_names = _stage_names(name, schedule)
+  if overwrite:
+    old = _SCHEDULES.pop(name, None)
+    for mix in {*stage_names, *(_stage_names(name, old) if old else ())}:
       seqio.MixtureRegistry.remove(mix)
-    seqio.MixtureRegistry.add(mix, [(t, float(r)) for t, r in stage.rates.items() if r > 0])
+  added = []
+  try:
+    for mix, stage in zip(stage_names, schedule.stages):
+      seqio.MixtureRegistry.add(mix, [(t, float(r)) for t, r in stage.rates.items() if r > 0])
+      added.append(mix)
+  except Exception:
+    for mix in added:
+      seqio.MixtureRegistry.remove(mix)
+    raise
+  _SCHEDULES[name] = schedule
 
 
 def schedule_for(name: str) -> RateSchedule:
