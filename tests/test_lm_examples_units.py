@@ -77,3 +77,14 @@ def test_layouts_of_different_lengths_are_refused():
     tf_build_choice([long, short], tf.constant(0), _codes_fn)
   assert str(e.value) == (f"tf_build_choice: layouts have different lengths "
                           f"[{short.length}, {long.length}].")
+
+
+@pytest.mark.parametrize("index", [3, -1])
+def test_an_index_outside_the_layouts_is_an_error(index):
+  """tf.switch_case alone would run the last layout for any out-of-range index."""
+  with pytest.raises(tf.errors.InvalidArgumentError, match="tf_build_choice"):
+    tf_build_choice(_layouts(), tf.constant(index), _codes_fn)
+  ds = tf.data.Dataset.from_tensor_slices(tf.constant([0, index])).map(
+      lambda i: tf_build_choice(_layouts(), i, _codes_fn))
+  with pytest.raises(tf.errors.InvalidArgumentError, match="tf_build_choice"):
+    list(ds.as_numpy_iterator())

@@ -72,4 +72,11 @@ def tf_build_choice(layouts: Sequence[Layout], index: tf.Tensor,
   if len(lengths) != 1:
     raise ValueError(f"tf_build_choice: layouts have different lengths {sorted(lengths)}.")
   branches = [lambda lay=lay: tf_build(lay, codes_fn(lay)) for lay in layouts]
-  return tf.switch_case(tf.cast(index, tf.int32), branches)
+  index = tf.cast(index, tf.int32)
+  # tf.switch_case runs the last branch for an out-of-range index; fail instead.
+  check = tf.debugging.assert_less(
+      index, len(layouts), message=f"tf_build_choice: index out of range for {len(layouts)} layouts")
+  with tf.control_dependencies([check, tf.debugging.assert_non_negative(
+      index, message="tf_build_choice: negative index")]):
+    index = tf.identity(index)
+  return tf.switch_case(index, branches)
