@@ -24,6 +24,8 @@ INSTALL_REQUIRES = [
     # 0.2.2+ ship protobuf-7 generated code; 0.2.1 works with protobuf 6.33 (needed by Beam).
     "sentencepiece==0.2.1",
     "numpy==2.4.6",
+    # bfloat16 as a numpy dtype (T5 checkpoint conversion, tokenized text storage); jax needs it.
+    "ml_dtypes==0.6.0",
     # Media I/O: PyAV (bundled FFmpeg) decodes/encodes video and audio (mp4/webm/mov/gif), soundfile
     # reads/writes wav, Pillow writes PNG/GIF, scipy does polyphase resampling.
     "av==18.1.0",

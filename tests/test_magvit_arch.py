@@ -69,10 +69,11 @@ def _expected_params(cfg):
   return n + 2 * w + conv(9 * kt, w, 3)
 
 
-@pytest.mark.parametrize("name", ["paper", "small_image", "small", "tiny", "small:up1", "small:dec2"])
+@pytest.mark.parametrize("name", ["paper", "small_image", "small", "tiny", "small:up1",
+                                  "small:dec2"])
 def test_parameter_count(paper_model, name):
-  cfg = {"small:up1": lambda: preset("small", upsample_kernel=1),
-         "small:dec2": lambda: preset("small", decoder_res_blocks=2)}.get(name, lambda: preset(name))()
+  variants = {"small:up1": dict(upsample_kernel=1), "small:dec2": dict(decoder_res_blocks=2)}
+  cfg = preset("small", **variants[name]) if name in variants else preset(name)
   with nnx.use_eager_sharding(False):
     model = paper_model if name == "paper" else nnx.eval_shape(
         lambda: MagvitTokenizer(cfg, rngs=nnx.Rngs(0)))

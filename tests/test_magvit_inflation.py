@@ -105,13 +105,15 @@ def test_inflation_with_a_deeper_video_decoder_starts_as_the_image_model():
   assert len(template["encoder"]["blocks"]) == len(params["encoder"]["blocks"])   # encoder as is
   grown = inflate_tokenizer(params, template, video_cfg, image_decoder_blocks=1)
   # Level l's trained block is its first; the appended one is the template's with conv2 zeroed.
+  blocks, fresh = grown["decoder"]["blocks"], template["decoder"]["blocks"]
   for level in range(4):
-    old, new = params["decoder"]["blocks"][level], grown["decoder"]["blocks"][2 * level + 1]
-    np.testing.assert_array_equal(np.asarray(grown["decoder"]["blocks"][2 * level]["norm1"]["scale"]),
+    old, new = params["decoder"]["blocks"][level], blocks[2 * level + 1]
+    np.testing.assert_array_equal(np.asarray(blocks[2 * level]["norm1"]["scale"]),
                                   np.asarray(old["norm1"]["scale"]))
-    assert not np.any(np.asarray(new["conv2"]["kernel"])) and not np.any(np.asarray(new["conv2"]["bias"]))
+    assert not np.any(np.asarray(new["conv2"]["kernel"]))
+    assert not np.any(np.asarray(new["conv2"]["bias"]))
     np.testing.assert_array_equal(np.asarray(new["conv1"]["kernel"]),
-                                  np.asarray(template["decoder"]["blocks"][2 * level + 1]["conv1"]["kernel"]))
+                                  np.asarray(fresh[2 * level + 1]["conv1"]["kernel"]))
   nnx.update(video, grown)
   still = synthetic.moving_shapes_batch(0, 0, 2, 1, 16, 16)
   static = jnp.asarray(np.repeat(still, 5, axis=1), jnp.float32) / 127.5 - 1

@@ -75,7 +75,8 @@ def tf_build_choice(layouts: Sequence[Layout], index: tf.Tensor,
   index = tf.cast(index, tf.int32)
   # tf.switch_case runs the last branch for an out-of-range index; fail instead.
   check = tf.debugging.assert_less(
-      index, len(layouts), message=f"tf_build_choice: index out of range for {len(layouts)} layouts")
+      index, len(layouts), message=f"tf_build_choice: index out of range for {len(layouts)} "
+                                   "layouts")
   with tf.control_dependencies([check, tf.debugging.assert_non_negative(
       index, message="tf_build_choice: negative index")]):
     index = tf.identity(index)

@@ -5,7 +5,8 @@
 
 Token features come back as int32 in their latent shapes (`video_tokens` [T', H', W'],
 `audio_tokens` [4, Ta] (-1 where `has_audio` is False), ...), `text_embeddings` as float32 [64, D]
-(stored as the manifest's `config.text_dtype`, float16 by default), `text_mask` as bool [64], strings as tf.string. See docs/data_format.md.
+(stored as the manifest's `config.text_dtype`, float16 by default), `text_mask` as bool [64],
+strings as tf.string. See docs/data_format.md.
 """
 from __future__ import annotations
 

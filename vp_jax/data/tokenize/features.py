@@ -48,7 +48,8 @@ def text_storage_dtype(manifest: dict[str, Any]) -> str:
   the setting, which always wrote float16)."""
   name = manifest.get("config", {}).get("text_dtype", "float16")
   if name not in TEXT_DTYPES:
-    raise ValueError(f"manifest config text_dtype={name!r}; this reader knows {sorted(TEXT_DTYPES)}.")
+    raise ValueError(f"manifest config text_dtype={name!r}; this reader knows "
+                     f"{sorted(TEXT_DTYPES)}.")
   return name
 
 
