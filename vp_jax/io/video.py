@@ -196,7 +196,8 @@ def write_mp4(path: str, frames: np.ndarray, fps: float = 8.0, *, audio: np.ndar
 def gif_durations_ms(num_frames: int, fps: float) -> list[int]:
   """Per-frame gif durations in ms. GIF stores delays in centiseconds, so 8 fps (12.5 cs) cannot be
   one constant delay (12 cs plays 4 % fast); each frame instead ends at its ideal time rounded to
-  the centisecond (13, 12, 13, 12, ... at 8 fps), so frame i starts within 5 ms of i / fps."""
+  the centisecond (13, 12, 13, 12, ... at 8 fps), so frame i starts within 5 ms of i / fps. Above
+  100 fps every frame gets GIF's shortest delay, 1 cs, and the clip plays slower than `fps`."""
   if fps <= 0:
     raise VideoError(f"gif: fps={fps} must be positive.")
   ends = [int(np.floor((i + 1) * 100.0 / fps + 0.5)) for i in range(num_frames)]
