@@ -7,8 +7,8 @@ from flax import nnx
 
 from vp_jax.models.magvit import preset, synthetic
 from vp_jax.models.magvit.inflation import (grow_decoder_blocks, inflate_kernel, inflate_params,
-                                            inflate_tokenizer, temporal_upsample_indices,
-                                            tie_temporal_subframes)
+                                            inflate_tokenizer, temporal_tap_update_scale,
+                                            temporal_upsample_indices, tie_temporal_subframes)
 from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
 
 
@@ -147,3 +147,15 @@ def test_grow_decoder_blocks_errors():
   same = grow_decoder_blocks(small, 1, small, 1)
   for a, b in zip(jax.tree.leaves(same), jax.tree.leaves(small)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_temporal_tap_update_scale_multiplies_only_the_earlier_slices():
+  scale = temporal_tap_update_scale(5.0)
+  factor = scale("['tokenizer']['encoder']['conv_in']['kernel']", (3, 3, 3, 3, 8))
+  assert factor.shape == (3, 1, 1, 1, 1)
+  np.testing.assert_array_equal(factor.ravel(), [5.0, 5.0, 1.0])
+  assert scale("['tokenizer']['encoder']['conv_in']['kernel']", (1, 3, 3, 3, 8)) is None
+  assert scale("['tokenizer']['encoder']['conv_in']['bias']", (8,)) is None
+  assert scale("['tokenizer']['lfq']['x']", (3, 4)) is None
+  with pytest.raises(ValueError, match="temporal_tap_lr_multiplier=0.0"):
+    preset("tiny", temporal_tap_lr_multiplier=0.0).validate()

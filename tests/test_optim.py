@@ -4,7 +4,7 @@ import numpy as np
 import optax
 import pytest
 
-from vp_jax.train.optim import OptimizerConfig, make_optimizer, make_schedule
+from vp_jax.train.optim import OptimizerConfig, make_optimizer, make_schedule, scale_updates
 
 
 def test_warmup_then_cosine():
@@ -38,3 +38,31 @@ def test_optimizer_clips_global_norm():
   # clipped to norm 1 -> (0.6, 0.8); Adam with b1=b2=0 normalizes to sign: -lr * sign
   np.testing.assert_allclose(np.asarray(updates["w"]), [-1.0, -1.0], rtol=1e-6)
   assert float(optax.tree.norm(grads)) == 50.0
+
+
+def test_update_scale_multiplies_each_parameters_step():
+  """Adam with b1=b2=0 steps by -lr * sign(g); the scale multiplies that per element, keyed by the
+  parameter's path and shape, and None leaves a parameter at the base rate."""
+  seen = []
+
+  def scale(path, shape):
+    seen.append((path, shape))
+    return np.array([[3.0], [0.5]], np.float32) if path == "['a']['w']" else None
+
+  tx = make_optimizer(OptimizerConfig(learning_rate=0.1, schedule="constant", clip_norm=None,
+                                      b1=0.0, b2=0.0, eps=0.0), 10, update_scale=scale)
+  params = {"a": {"w": jnp.zeros((2, 2))}, "b": jnp.zeros(3)}
+  grads = {"a": {"w": jnp.array([[1.0, -2.0], [4.0, 1.0]])}, "b": jnp.array([1.0, -1.0, 5.0])}
+  updates, _ = tx.update(grads, tx.init(params), params)
+  np.testing.assert_allclose(np.asarray(updates["a"]["w"]), [[-0.3, 0.3], [-0.05, -0.05]],
+                             rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(updates["b"]), [-0.1, 0.1, -0.1], rtol=1e-6)
+  assert sorted(seen) == [("['a']['w']", (2, 2)), ("['b']", (3,))]
+
+
+def test_scale_updates_alone_keeps_no_state():
+  tx = scale_updates(lambda path, shape: 2.0)
+  state = tx.init({"w": jnp.ones(2)})
+  updates, new_state = tx.update({"w": jnp.array([1.0, -3.0])}, state)
+  np.testing.assert_array_equal(np.asarray(updates["w"]), [2.0, -6.0])
+  assert new_state == state == optax.EmptyState()

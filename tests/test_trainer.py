@@ -147,6 +147,32 @@ def test_two_optimizer_groups_update_their_own_parameters(tmp_path):
   assert float(restored.rest["calls"]) == 3.0 and data == {"index": 2}
 
 
+def test_update_scales_give_a_group_per_parameter_rates(tmp_path):
+  """The generator's kernel at 4x the rate: its first step (Adam: -lr * sign(g), b2 = 0) is 4x the
+  unscaled run's, its bias and the discriminator at their base rates; unknown groups raise."""
+  config = TrainerConfig(train_steps=3, log_every=1, progress=False, optimizers={
+      "generator": OptimizerConfig(learning_rate=1e-2, schedule="constant", b2=0.0),
+      "discriminator": OptimizerConfig(learning_rate=1e-1, schedule="constant", b2=0.0)})
+  mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+  kernel_x4 = lambda path, shape: 4.0 if path == "['gen']['kernel']" else None
+  deltas = []
+  for scales in (None, {"generator": kernel_x4}):
+    trainer = Trainer(TwoGroupGAN, config, mesh, DEFAULT_RULES, update_scales=scales)
+    s0 = trainer.init_or_restore()
+    p0 = jax.device_get(s0.params)           # before the step donates s0
+    s1, _ = trainer.step(s0, next(gan_batches()))
+    p1 = jax.device_get(s1.params)
+    deltas.append(jax.tree.map(lambda a, b: np.asarray(b) - np.asarray(a), p0, p1))
+  plain, scaled = deltas
+  np.testing.assert_allclose(np.abs(plain["gen"]["kernel"]), 1e-2, rtol=1e-4)
+  np.testing.assert_allclose(scaled["gen"]["kernel"], 4 * plain["gen"]["kernel"], rtol=1e-5)
+  np.testing.assert_allclose(scaled["gen"]["bias"], plain["gen"]["bias"], rtol=1e-5)
+  # the discriminator steps on the updated generator: its gradient signs may differ, not its rate
+  np.testing.assert_allclose(np.abs(scaled["disc"]["kernel"]), 1e-1, rtol=1e-4)
+  with pytest.raises(ValueError, match=r"update_scales for groups \['gen'\]"):
+    Trainer(TwoGroupGAN, config, mesh, DEFAULT_RULES, update_scales={"gen": kernel_x4})
+
+
 def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
   class SigtermAt(CheckpointableIterator):
     def __init__(self, inner, at):

@@ -2,16 +2,25 @@
 
 AdamW with decoupled weight decay, linear warmup followed by cosine, rsqrt or constant decay, and
 global-norm gradient clipping. A model with several parameter groups (a GAN's generator and
-discriminator) gets one of these per group.
+discriminator) gets one of these per group. An optional `UpdateScale` gives some parameters (or
+some slices of one) a learning rate of their own: the MAGVIT video stage uses it for the temporal
+kernel taps that inflation starts at zero (docs/magvit.md).
 """
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable
 
+import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 SCHEDULES = ("constant", "cosine", "rsqrt")
+
+# (parameter path as `jax.tree_util.keystr` writes it, parameter shape) -> a constant that
+# broadcasts against the parameter (its update is multiplied by it), or None for 1.
+UpdateScale = Callable[[str, tuple[int, ...]], "np.ndarray | float | None"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,12 +57,32 @@ def make_schedule(cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
   return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), after], [warmup])
 
 
-def make_optimizer(cfg: OptimizerConfig, total_steps: int) -> optax.GradientTransformation:
-  """clip -> AdamW(schedule); the trainer logs `make_schedule(cfg, total_steps)(step)`."""
+def scale_updates(update_scale: UpdateScale) -> optax.GradientTransformation:
+  """Multiplies each update by `update_scale(path, shape)`, a constant fixed at trace time. After
+  AdamW this is exactly a per-element learning-rate multiplier (weight decay included)."""
+
+  def update_fn(updates, state, params=None):
+    del params
+
+    def scale(path, u):
+      factor = update_scale(jax.tree_util.keystr(path), tuple(u.shape))
+      return u if factor is None else u * jnp.asarray(factor, u.dtype)
+
+    return jax.tree_util.tree_map_with_path(scale, updates), state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
+def make_optimizer(cfg: OptimizerConfig, total_steps: int,
+                   update_scale: UpdateScale | None = None) -> optax.GradientTransformation:
+  """clip -> AdamW(schedule) [-> scale_updates]; the trainer logs `make_schedule(cfg,
+  total_steps)(step)`, the learning rate of every parameter that `update_scale` leaves at 1."""
   schedule = make_schedule(cfg, total_steps)
   chain = []
   if cfg.clip_norm is not None:
     chain.append(optax.clip_by_global_norm(cfg.clip_norm))
   chain.append(optax.adamw(schedule, b1=cfg.b1, b2=cfg.b2, eps=cfg.eps,
                            weight_decay=cfg.weight_decay))
+  if update_scale is not None:
+    chain.append(scale_updates(update_scale))
   return optax.chain(*chain)

@@ -100,7 +100,9 @@ class _SigtermFlag:
 
 class Trainer:
   def __init__(self, factory: state_lib.ModelFactory, config: TrainerConfig,
-               mesh: jax.sharding.Mesh, rules: LogicalRules, workdir: str | None = None):
+               mesh: jax.sharding.Mesh, rules: LogicalRules, workdir: str | None = None,
+               update_scales: Mapping[str, optim.UpdateScale] | None = None):
+    """`update_scales`: per group, a per-parameter learning-rate multiplier (`optim.UpdateScale`)."""
     config.validate()
     self.config, self.mesh, self.rules, self.workdir = config, mesh, rules, workdir
     self.factory = factory
@@ -110,7 +112,12 @@ class Trainer:
     if missing or extra:
       raise ValueError(f"TrainerConfig.optimizers has groups {sorted(config.optimizers)}, the "
                        f"model has {sorted(self.spec.groups)}.")
-    self.txs = {g: optim.make_optimizer(config.optimizers[g], config.train_steps)
+    update_scales = dict(update_scales or {})
+    if set(update_scales) - set(self.spec.groups):
+      raise ValueError(f"Trainer: update_scales for groups {sorted(update_scales)}, the model has "
+                       f"{sorted(self.spec.groups)}.")
+    self.txs = {g: optim.make_optimizer(config.optimizers[g], config.train_steps,
+                                        update_scales.get(g))
                 for g in self.spec.groups}
     self.schedules = {g: optim.make_schedule(config.optimizers[g], config.train_steps)
                       for g in self.spec.groups}

@@ -74,6 +74,11 @@ class MagvitConfig:
   disc_start_step: int = 20_000      # discriminator warm-up: no GAN terms before this many steps
   disc_filters: int = 64
   disc_channel_multipliers: tuple[int, ...] = (2, 4, 4, 4, 4)
+  # Learning-rate multiplier of the earlier temporal taps of every tokenizer 3D kernel (the slices
+  # inflation starts at zero; the last, current-frame slice keeps the base rate). With Adam a
+  # zero-initialized weight moves by about the learning rate per step, so at the video stage's
+  # fine-tuning rate the taps that carry motion stay near zero (docs/magvit.md).
+  temporal_tap_lr_multiplier: float = 1.0
 
   @property
   def spatial_factor(self) -> int:
@@ -116,6 +121,9 @@ class MagvitConfig:
     if self.upsample_kernel not in (1, 3):
       raise ValueError(f"MagvitConfig.upsample_kernel={self.upsample_kernel}; use 3 (3x3x3) or 1 "
                        f"(1x1x1).")
+    if not self.temporal_tap_lr_multiplier > 0:
+      raise ValueError(f"MagvitConfig.temporal_tap_lr_multiplier="
+                       f"{self.temporal_tap_lr_multiplier} must be positive.")
     if self.dtype not in DTYPES:
       raise ValueError(f"MagvitConfig.dtype={self.dtype!r}; known: {sorted(DTYPES)}.")
 

@@ -24,6 +24,10 @@ one. `grow_decoder_blocks` keeps each level's trained blocks first and appends t
 their last convolution zeroed, so every new block is an identity (x + 0) and the grown model still
 computes exactly the image model's output (the "zero-init residual" of Goyal et al. 2017, also how
 progressive-growing setups add depth without a restart).
+
+`temporal_tap_update_scale` is the optimizer side of inflation: a learning-rate multiplier for the
+earlier temporal slices that start at zero, so the video stage can grow them at a rate of their own
+while the trained current-frame slices keep the fine-tuning rate.
 """
 from __future__ import annotations
 
@@ -44,6 +48,21 @@ def inflate_kernel(kernel: Any, temporal_kernel: int) -> Any:
                      f"{kernel.shape}.")
   pad = [(temporal_kernel - 1, 0)] + [(0, 0)] * 4
   return jnp.pad(kernel, pad) if isinstance(kernel, jax.Array) else np.pad(kernel, pad)
+
+
+def temporal_tap_update_scale(multiplier: float):
+  """An `optim.UpdateScale` for the tokenizer: a [t, kh, kw, in, out] kernel (t > 1) gets
+  `multiplier` on its slices 0..t-2 and 1 on its last; every other parameter 1 (None)."""
+
+  def scale(path: str, shape: tuple[int, ...]):
+    del path
+    if len(shape) != 5 or shape[0] == 1:
+      return None
+    factor = np.full((shape[0], 1, 1, 1, 1), multiplier, np.float32)
+    factor[-1] = 1.0
+    return factor
+
+  return scale
 
 
 def inflate_params(image_params: dict, video_template: dict, path: str = "") -> dict:

@@ -24,7 +24,7 @@ from vp_jax.data.synthetic.dataset import SyntheticConfig
 from vp_jax.models import registry
 from vp_jax.models.magvit import synthetic
 from vp_jax.models.magvit.config import MagvitConfig
-from vp_jax.models.magvit.inflation import inflate_tokenizer
+from vp_jax.models.magvit.inflation import inflate_tokenizer, temporal_tap_update_scale
 from vp_jax.models.magvit.tokenizer import MagvitTokenizer
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import get_rules
@@ -107,7 +107,11 @@ def train_video_tokenizer(*, model_dir: str, model: MagvitConfig, trainer: Train
   mesh_ = make_mesh(mesh)
   rules = get_rules(logical_axis_rules)
   write_model_config(model_dir, model)
-  runner = Trainer(registry.factory(model), trainer, mesh_, rules, workdir=model_dir)
+  scales = None
+  if model.temporal_tap_lr_multiplier != 1.0:
+    scales = {"generator": temporal_tap_update_scale(model.temporal_tap_lr_multiplier)}
+  runner = Trainer(registry.factory(model), trainer, mesh_, rules, workdir=model_dir,
+                   update_scales=scales)
   pi, pc = jax.process_index(), jax.process_count()
   if init_from and runner.checkpointer.latest_step() is None:
     _inflate_into_step0(runner, init_from, model)
