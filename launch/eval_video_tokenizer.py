@@ -46,7 +46,8 @@ def main(argv):
   for step in args.steps or [None]:
     tok = VideoTokenizer.load(args.workdir, step=step)
     score = score_held_out(tok, num_frames=args.frames, height=args.size, width=args.size,
-                           blocks=args.blocks, block_size=args.block_size)
+                           blocks=args.blocks, block_size=args.block_size,
+                           keyframe_every=tok.config.temporal_factor)
     print(score.summary(), flush=True)
     scores.append(score.to_json())
   if args.json:

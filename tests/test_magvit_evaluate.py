@@ -52,6 +52,14 @@ def test_score_held_out_on_a_known_error():
   np.testing.assert_allclose(score.psnr_db, 10 * np.log10(1 / mse), rtol=1e-6)
   np.testing.assert_allclose(score.block_psnr_db, [10 * np.log10(1 / mse)] * 3, rtol=1e-6)
   np.testing.assert_allclose(score.frame_psnr_db, [20.0, 40.0, 40.0, 40.0, 40.0], rtol=1e-6)
+  # The baseline blends the decoded frames 0 (+0.1) and 4 (+0.01): frame j is off by
+  # (1 - j/4) 0.1 + (j/4) 0.01 plus the blend's own error against the moving clip.
+  clips = np.concatenate(tok.seen) / 255.0
+  recon = clips + np.array([0.1, 0.01, 0.01, 0.01, 0.01])[None, :, None, None, None]
+  want = evaluate.frame_psnr_db(evaluate.keyframe_blend(recon), clips).mean(axis=0)
+  np.testing.assert_allclose(score.blend_frame_psnr_db, want, rtol=1e-5)
+  np.testing.assert_allclose(score.blend_frame_psnr_db[0], 20.0, rtol=1e-6)
+  np.testing.assert_allclose(score.blend_frame_psnr_db[4], 40.0, rtol=1e-6)
   # The held-out blocks are batches 0, 1, 2 of the held-out seed's stream.
   for i, clips in enumerate(tok.seen):
     np.testing.assert_array_equal(clips, synthetic.moving_shapes_batch(
@@ -59,12 +67,26 @@ def test_score_held_out_on_a_known_error():
   assert score.distinct_codes == len(np.unique(np.concatenate(tok.seen)))
   assert "held-out PSNR" in score.summary() and "frame 0 20.00, frames 1-4 40.00-40.00" in (
       score.summary())
+  assert f"{np.mean(want[1:]):.2f} with each chunk's in-between frames blended" in score.summary()
   images = evaluate.score_held_out(tok, num_frames=1, height=8, width=8, blocks=1, block_size=2)
   assert images.frame_psnr_db == pytest.approx((images.psnr_db,), rel=1e-9)
-  assert "frame 0" not in images.summary()
+  assert "frame 0" not in images.summary() and images.blend_frame_psnr_db == ()
   assert json.loads(json.dumps(score.to_json()))["block_psnr_db"] == list(score.block_psnr_db)
   with pytest.raises(ValueError, match="blocks=0"):
     evaluate.score_held_out(tok, blocks=0)
+
+
+def test_keyframe_blend_interpolates_between_chunk_ends():
+  t = np.arange(9, dtype=np.float32)
+  ramp = np.broadcast_to(t[None, :, None, None, None] ** 2, (2, 9, 2, 3, 1))
+  out = evaluate.keyframe_blend(ramp, every=4)
+  # keyframes 0, 4, 8 kept (0, 16, 64); frames between them on the line through them
+  np.testing.assert_allclose(out[0, :, 0, 0, 0], [0, 4, 8, 12, 16, 28, 40, 52, 64])
+  np.testing.assert_array_equal(evaluate.keyframe_blend(ramp, every=1), ramp)
+  linear = np.broadcast_to(3 * t[None, :, None, None, None] + 1, (1, 9, 1, 1, 3))
+  np.testing.assert_allclose(evaluate.keyframe_blend(linear, every=2), linear, rtol=1e-6)
+  with pytest.raises(ValueError, match="8 frames are not 1 \\+ 4"):
+    evaluate.keyframe_blend(ramp[:, :8])
 
 
 def test_score_of_a_real_tokenizer_matches_a_direct_computation():
@@ -91,7 +113,7 @@ def test_cli(monkeypatch, tmp_path, capsys):
   def fake_load(workdir, step=None):
     loaded.append((workdir, step))
     tok = OffsetTokenizer()
-    tok.step = step
+    tok.step, tok.config = step, preset("tiny")   # the CLI blends at the config's temporal factor
     return tok
 
   monkeypatch.setattr(VideoTokenizer, "load", staticmethod(fake_load))
@@ -100,6 +122,7 @@ def test_cli(monkeypatch, tmp_path, capsys):
                      "--blocks", "1", "--block_size", "2", "--json", out])
   assert loaded == [("w", 100), ("w", 200)]
   assert [s["step"] for s in json.load(open(out))] == [100, 200] == [s["step"] for s in scores]
+  assert len(scores[0]["blend_frame_psnr_db"]) == 5
   printed = capsys.readouterr().out.splitlines()
   assert printed[0].startswith("step 100: held-out PSNR") and len(printed) == 2
   for bad, match in ((["--frames", "16"], "--frames: num_frames=16"), (["--size", "12"], "--size 12"),

@@ -9,6 +9,12 @@ i = 0, 1, ...: a seed that no training stream uses (training draws from TrainerC
 the gin files). PSNR is in [0, 1] pixel units, per clip, then averaged. Block means are reported
 next to the overall mean because a block of 16 clips alone is noisy: 16-clip blocks of one model
 differ by up to ~1.5 dB (docs/magvit.md "Status"), more than most recipe changes being compared.
+
+For clips, the score also carries a baseline for the frames inside each 4-frame chunk: the same
+reconstruction with every in-between frame replaced by the linear blend of the decoded chunk-end
+frames around it (`keyframe_blend`). Where the model's frame scores no better than that blend, its
+decoder is not using what its latent says about motion beyond interpolating its own keyframes
+(docs/magvit_experiments.md, stop 21).
 """
 from __future__ import annotations
 
@@ -35,6 +41,20 @@ def frame_psnr_db(x: np.ndarray, y: np.ndarray) -> np.ndarray:
   return psnr_db(np.reshape(x, (b * t, -1)), np.reshape(y, (b * t, -1))).reshape(b, t)
 
 
+def keyframe_blend(clips: np.ndarray, every: int = 4) -> np.ndarray:
+  """[B, T, H, W, C] clips with T = 1 + every * k -> float32 copies whose frames between two
+  keyframes (0, every, 2 every, ...) are the linear blend of those two keyframes."""
+  t = np.shape(clips)[1]
+  if every < 1 or (t - 1) % every:
+    raise ValueError(f"keyframe_blend: {t} frames are not 1 + {every} * k.")
+  out = np.asarray(clips, np.float32).copy()
+  for start in range(0, t - 1, every):
+    first, last = out[:, start].copy(), out[:, start + every].copy()
+    for j in range(1, every):
+      out[:, start + j] = (1 - j / every) * first + (j / every) * last
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class HeldOutScore:
   step: int | None                    # the checkpoint step scored (None: built in memory)
@@ -44,12 +64,19 @@ class HeldOutScore:
   frame_psnr_db: tuple[float, ...]    # [T]: each frame's PSNR, mean over all clips
   distinct_codes: int                 # distinct token ids over all clips' positions
   positions: int                      # token positions over all clips
+  # [T]: each frame's PSNR after `keyframe_blend` of the reconstruction, mean over all clips
+  # (empty for images)
+  blend_frame_psnr_db: tuple[float, ...] = ()
 
   def summary(self) -> str:
     frames = self.frame_psnr_db
     per_frame = "" if len(frames) == 1 else (
         f"; frame 0 {frames[0]:.2f}, frames 1-{len(frames) - 1} {min(frames[1:]):.2f}-"
         f"{max(frames[1:]):.2f} dB")
+    if self.blend_frame_psnr_db:
+      per_frame += (f"; frames 1-{len(frames) - 1} mean {np.mean(frames[1:]):.2f} dB, "
+                    f"{np.mean(self.blend_frame_psnr_db[1:]):.2f} with each chunk's in-between "
+                    f"frames blended from its decoded ends")
     return (f"step {self.step}: held-out PSNR {self.psnr_db:.2f} dB over {self.clips} clips "
             f"(blocks: {' '.join(f'{b:.2f}' for b in self.block_psnr_db)}{per_frame}); "
             f"{self.distinct_codes} distinct codes over {self.positions} positions")
@@ -59,14 +86,16 @@ class HeldOutScore:
 
 
 def score_held_out(tokenizer, *, num_frames: int = 17, height: int = 64, width: int = 64,
-                   blocks: int = 8, block_size: int = 16, seed: int = HELD_OUT_SEED
-                   ) -> HeldOutScore:
+                   blocks: int = 8, block_size: int = 16, seed: int = HELD_OUT_SEED,
+                   keyframe_every: int = 4) -> HeldOutScore:
   """Round-trips `blocks` x `block_size` held-out clips [block_size, T, H, W, 3] (one block at a
   time, to bound memory) through `tokenizer.encode` / `decode` (a VideoTokenizer or anything with
-  the same two methods) and scores the reconstructions."""
+  the same two methods) and scores the reconstructions; clips of 1 + keyframe_every * k frames
+  also get the keyframe-blend baseline (`keyframe_every`: the tokenizer's temporal factor)."""
   if blocks < 1 or block_size < 1:
     raise ValueError(f"score_held_out: blocks={blocks} and block_size={block_size} must be >= 1.")
-  clip_psnr, frame_psnr, codes, positions = [], [], set(), 0
+  with_blend = num_frames > 1 and keyframe_every >= 1 and (num_frames - 1) % keyframe_every == 0
+  clip_psnr, frame_psnr, blend_psnr, codes, positions = [], [], [], set(), 0
   for index in range(blocks):
     clips = synthetic.moving_shapes_batch(seed, index, block_size, num_frames, height, width)
     ids = np.asarray(tokenizer.encode(clips))
@@ -74,11 +103,15 @@ def score_held_out(tokenizer, *, num_frames: int = 17, height: int = 64, width: 
     target = clips.astype(np.float32) / 255.0
     clip_psnr.append(psnr_db(recon, target))
     frame_psnr.append(frame_psnr_db(recon, target))
+    if with_blend:
+      blend_psnr.append(frame_psnr_db(keyframe_blend(recon, keyframe_every), target))
     codes.update(np.unique(ids).tolist())
     positions += ids.size
   frames = np.concatenate(frame_psnr).mean(axis=0)
+  blend = np.concatenate(blend_psnr).mean(axis=0) if with_blend else ()
   return HeldOutScore(step=getattr(tokenizer, "step", None), clips=blocks * block_size,
                       psnr_db=float(np.mean(clip_psnr)),
                       block_psnr_db=tuple(float(np.mean(b)) for b in clip_psnr),
                       frame_psnr_db=tuple(float(f) for f in frames),
-                      distinct_codes=len(codes), positions=positions)
+                      distinct_codes=len(codes), positions=positions,
+                      blend_frame_psnr_db=tuple(float(f) for f in blend))
