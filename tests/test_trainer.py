@@ -156,12 +156,18 @@ def test_update_scales_give_a_group_per_parameter_rates(tmp_path):
   mesh = make_mesh(MeshConfig(), jax.devices()[:1])
   kernel_x4 = lambda path, shape: 4.0 if path == "['gen']['kernel']" else None
   deltas = []
-  for scales in (None, {"generator": kernel_x4}):
-    trainer = Trainer(TwoGroupGAN, config, mesh, DEFAULT_RULES, update_scales=scales)
+  for i, scales in enumerate((None, {"generator": kernel_x4})):
+    trainer = Trainer(TwoGroupGAN, config, mesh, DEFAULT_RULES, str(tmp_path / str(i)),
+                      update_scales=scales)
     s0 = trainer.init_or_restore()
     p0 = jax.device_get(s0.params)           # before the step donates s0
     s1, _ = trainer.step(s0, next(gan_batches()))
     p1 = jax.device_get(s1.params)
+    trainer.checkpointer.save(1, s1, {"index": 1})   # the scaled optimizer state round-trips
+    trainer.checkpointer.wait()
+    restored, _ = trainer.checkpointer.restore(trainer.abstract_state())
+    np.testing.assert_array_equal(restored.params["gen"]["kernel"], p1["gen"]["kernel"])
+    trainer.close()
     deltas.append(jax.tree.map(lambda a, b: np.asarray(b) - np.asarray(a), p0, p1))
   plain, scaled = deltas
   np.testing.assert_allclose(np.abs(plain["gen"]["kernel"]), 1e-2, rtol=1e-4)

@@ -3,8 +3,8 @@
 AdamW with decoupled weight decay, linear warmup followed by cosine, rsqrt or constant decay, and
 global-norm gradient clipping. A model with several parameter groups (a GAN's generator and
 discriminator) gets one of these per group. An optional `UpdateScale` gives some parameters (or
-some slices of one) a learning rate of their own: the MAGVIT video stage uses it for the temporal
-kernel taps that inflation starts at zero (docs/magvit.md).
+some slices of one) a learning rate of their own: the MAGVIT video stage can run the temporal kernel
+taps that inflation starts at zero at a rate of their own (`temporal_tap_lr_multiplier`).
 """
 from __future__ import annotations
 

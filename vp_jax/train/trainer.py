@@ -102,7 +102,8 @@ class Trainer:
   def __init__(self, factory: state_lib.ModelFactory, config: TrainerConfig,
                mesh: jax.sharding.Mesh, rules: LogicalRules, workdir: str | None = None,
                update_scales: Mapping[str, optim.UpdateScale] | None = None):
-    """`update_scales`: per group, a per-parameter learning-rate multiplier (`optim.UpdateScale`)."""
+    """`update_scales`: per group, a per-parameter learning-rate multiplier
+    (`optim.UpdateScale`)."""
     config.validate()
     self.config, self.mesh, self.rules, self.workdir = config, mesh, rules, workdir
     self.factory = factory

@@ -76,8 +76,9 @@ class MagvitConfig:
   disc_channel_multipliers: tuple[int, ...] = (2, 4, 4, 4, 4)
   # Learning-rate multiplier of the earlier temporal taps of every tokenizer 3D kernel (the slices
   # inflation starts at zero; the last, current-frame slice keeps the base rate). With Adam a
-  # zero-initialized weight moves by about the learning rate per step, so at the video stage's
-  # fine-tuning rate the taps that carry motion stay near zero (docs/magvit.md).
+  # zero-initialized weight moves by about the learning rate per step, and at the video stage's
+  # fine-tuning rate the taps that carry motion stay near zero; 5x did not help (0.46 dB worse on
+  # the small preset: docs/magvit_experiments.md, stop 21), so the recipe keeps 1.
   temporal_tap_lr_multiplier: float = 1.0
 
   @property
