@@ -74,6 +74,8 @@ def test_score_held_out_on_a_known_error():
   assert json.loads(json.dumps(score.to_json()))["block_psnr_db"] == list(score.block_psnr_db)
   with pytest.raises(ValueError, match="blocks=0"):
     evaluate.score_held_out(tok, blocks=0)
+  with pytest.raises(ValueError, match="keyframe_every=0"):
+    evaluate.score_held_out(tok, keyframe_every=0)
 
 
 def test_keyframe_blend_interpolates_between_chunk_ends():

@@ -3,8 +3,8 @@
 AdamW with decoupled weight decay, linear warmup followed by cosine, rsqrt or constant decay, and
 global-norm gradient clipping. A model with several parameter groups (a GAN's generator and
 discriminator) gets one of these per group. An optional `UpdateScale` gives some parameters (or
-some slices of one) a learning rate of their own: the MAGVIT video stage can run the temporal kernel
-taps that inflation starts at zero at a rate of their own (`temporal_tap_lr_multiplier`).
+some slices of one) a learning rate of their own, as the MAGVIT video stage can for the temporal
+kernel taps that inflation starts at zero (`temporal_tap_lr_multiplier`).
 """
 from __future__ import annotations
 
@@ -61,16 +61,11 @@ def scale_updates(update_scale: UpdateScale) -> optax.GradientTransformation:
   """Multiplies each update by `update_scale(path, shape)`, a constant fixed at trace time. After
   AdamW this is exactly a per-element learning-rate multiplier (weight decay included)."""
 
-  def update_fn(updates, state, params=None):
-    del params
+  def scale(path, u):
+    factor = update_scale(jax.tree_util.keystr(path), tuple(u.shape))
+    return u if factor is None else u * jnp.asarray(factor, u.dtype)
 
-    def scale(path, u):
-      factor = update_scale(jax.tree_util.keystr(path), tuple(u.shape))
-      return u if factor is None else u * jnp.asarray(factor, u.dtype)
-
-    return jax.tree_util.tree_map_with_path(scale, updates), state
-
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+  return optax.stateless(lambda updates, params: jax.tree_util.tree_map_with_path(scale, updates))
 
 
 def make_optimizer(cfg: OptimizerConfig, total_steps: int,

@@ -49,7 +49,7 @@ def keyframe_blend(clips: np.ndarray, every: int = 4) -> np.ndarray:
     raise ValueError(f"keyframe_blend: {t} frames are not 1 + {every} * k.")
   out = np.asarray(clips, np.float32).copy()
   for start in range(0, t - 1, every):
-    first, last = out[:, start].copy(), out[:, start + every].copy()
+    first, last = out[:, start], out[:, start + every]    # keyframes: never written
     for j in range(1, every):
       out[:, start + j] = (1 - j / every) * first + (j / every) * last
   return out
@@ -92,9 +92,10 @@ def score_held_out(tokenizer, *, num_frames: int = 17, height: int = 64, width: 
   time, to bound memory) through `tokenizer.encode` / `decode` (a VideoTokenizer or anything with
   the same two methods) and scores the reconstructions; clips of 1 + keyframe_every * k frames
   also get the keyframe-blend baseline (`keyframe_every`: the tokenizer's temporal factor)."""
-  if blocks < 1 or block_size < 1:
-    raise ValueError(f"score_held_out: blocks={blocks} and block_size={block_size} must be >= 1.")
-  with_blend = num_frames > 1 and keyframe_every >= 1 and (num_frames - 1) % keyframe_every == 0
+  if blocks < 1 or block_size < 1 or keyframe_every < 1:
+    raise ValueError(f"score_held_out: blocks={blocks}, block_size={block_size} and "
+                     f"keyframe_every={keyframe_every} must be >= 1.")
+  with_blend = num_frames > 1 and (num_frames - 1) % keyframe_every == 0
   clip_psnr, frame_psnr, blend_psnr, codes, positions = [], [], [], set(), 0
   for index in range(blocks):
     clips = synthetic.moving_shapes_batch(seed, index, block_size, num_frames, height, width)
