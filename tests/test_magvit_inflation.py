@@ -26,8 +26,9 @@ def test_inflate_kernel():
     inflate_kernel(np.zeros((3, 2, 2, 3, 4)), 3)
 
 
-def test_inflated_video_model_reproduces_image_model():
-  image_cfg, video_cfg = preset("tiny_image"), preset("tiny")
+@pytest.mark.parametrize("subframes", ["repeat", "blend"])
+def test_inflated_video_model_reproduces_image_model(subframes):
+  image_cfg, video_cfg = preset("tiny_image"), preset("tiny", temporal_subframe_init=subframes)
   image = create_tokenizer(image_cfg, 3)
   # Make the image model's norms/AdaGN non-trivial so the check covers every parameter kind.
   params = jax.tree.map(lambda x: x + 0.05 * jnp.sin(jnp.arange(x.size).reshape(x.shape)),
@@ -55,6 +56,8 @@ def test_inflated_video_model_reproduces_image_model():
   np.testing.assert_allclose(np.asarray(z_vid[:, 2]), np.asarray(z_img[:, 0]), atol=1e-4)
   np.testing.assert_allclose(np.asarray(out_vid),
                              np.broadcast_to(np.asarray(out_img[:, :1]), out_vid.shape), atol=1e-4)
+  if subframes == "blend":
+    return                                   # the untied model is the same for both modes
   # Without the tie only the last sub-frame of each temporal upsampling is the image model's:
   # frames 0, 4 and 8 match, frames 1-3 and 5-7 come from untrained channels.
   out_untied = np.asarray(run(untied, static)[1])
@@ -80,6 +83,42 @@ def test_tie_temporal_subframes():
   same = [np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
           zip(jax.tree.leaves(params["encoder"]), jax.tree.leaves(tied["encoder"]))]
   assert all(same)
+
+
+def test_blend_subframes_interpolate_between_frames():
+  """'blend' after inflation (weights in the last temporal tap): each temporal upsampling's
+  in-between output frame is exactly the mean of its neighbours; 'repeat' copies the later one."""
+  cfg = preset("tiny", temporal_subframe_init="blend")
+  tok = create_tokenizer(cfg, 0)
+  params = _params(tok)
+  for i in temporal_upsample_indices(cfg):                 # emulate inflation: earlier taps zero
+    k = np.asarray(params["decoder"]["ups"][i]["conv"]["kernel"]).copy()
+    k[:-1] = 0
+    params["decoder"]["ups"][i]["conv"]["kernel"] = k
+    params["decoder"]["ups"][i]["conv"]["bias"] = np.linspace(-1, 1, k.shape[-1], dtype=np.float32)
+  cin = params["decoder"]["ups"][0]["conv"]["kernel"].shape[3]
+  x = jnp.asarray(np.random.default_rng(0).normal(size=(2, 3, 4, 4, cin)), jnp.float32)
+  outs = {}
+  for mode in ("blend", "repeat"):
+    nnx.update(tok, tie_temporal_subframes(params, preset("tiny", temporal_subframe_init=mode)))
+    outs[mode] = np.asarray(tok.decoder.ups[0](x))              # [2, 5, 8, 8, C]
+  blend, repeat = outs["blend"], outs["repeat"]
+  assert blend.shape[1] == 5 and np.std(blend) > 0.1
+  np.testing.assert_allclose(blend[:, 1], (blend[:, 0] + blend[:, 2]) / 2, atol=1e-5)
+  np.testing.assert_allclose(blend[:, 3], (blend[:, 2] + blend[:, 4]) / 2, atol=1e-5)
+  np.testing.assert_array_equal(blend[:, ::2], repeat[:, ::2])  # the frames of the trained channels
+  np.testing.assert_array_equal(repeat[:, 1], repeat[:, 2])
+  assert np.abs(blend[:, 1] - blend[:, 2]).max() > 0.1
+  tied = tie_temporal_subframes(params, cfg)["decoder"]["ups"][0]["conv"]
+  c4 = tied["kernel"].shape[-1] // 2
+  np.testing.assert_array_equal(tied["kernel"][1, ..., :c4], tied["kernel"][2, ..., c4:] / 2)
+  np.testing.assert_array_equal(tied["bias"][:c4], tied["bias"][c4:])
+  with pytest.raises(ValueError, match="temporal_subframe_init='hold'"):
+    preset("tiny", temporal_subframe_init="hold").validate()
+  with pytest.raises(ValueError, match="upsample_kernel=1"):
+    preset("tiny", temporal_subframe_init="blend", upsample_kernel=1).validate()
+  with pytest.raises(ValueError, match="'blend' needs temporal taps"):
+    tie_temporal_subframes(_params(create_tokenizer(preset("tiny_image"), 0)), cfg)
 
 
 def test_inflate_params_errors():

@@ -80,6 +80,12 @@ class MagvitConfig:
   # fine-tuning rate the taps that carry motion stay near zero; 5x did not help (0.46 dB worse on
   # the small preset: docs/magvit_experiments.md, stop 21), so the recipe keeps 1.
   temporal_tap_lr_multiplier: float = 1.0
+  # How inflation fills the earlier sub-frames of each temporal depth-to-space upsampling, channels
+  # the image model never trains (inflation.tie_temporal_subframes): "repeat" copies the last
+  # sub-frame's (a chunk starts as its last frame repeated); "blend" makes the in-between sub-frame
+  # the mean of the previous and the current frame's (a chunk starts as a feature-space linear
+  # interpolation between consecutive latent frames). Both decode a static video as the image model.
+  temporal_subframe_init: str = "repeat"
 
   @property
   def spatial_factor(self) -> int:
@@ -125,6 +131,12 @@ class MagvitConfig:
     if not self.temporal_tap_lr_multiplier > 0:
       raise ValueError(f"MagvitConfig.temporal_tap_lr_multiplier="
                        f"{self.temporal_tap_lr_multiplier} must be positive.")
+    if self.temporal_subframe_init not in ("repeat", "blend"):
+      raise ValueError(f"MagvitConfig.temporal_subframe_init={self.temporal_subframe_init!r}; use "
+                       f"'repeat' or 'blend'.")
+    if self.temporal_subframe_init == "blend" and self.upsample_kernel == 1:
+      raise ValueError("MagvitConfig.temporal_subframe_init='blend' needs the upsampling conv's "
+                       "temporal taps; upsample_kernel=1 has none (use 'repeat').")
     if self.dtype not in DTYPES:
       raise ValueError(f"MagvitConfig.dtype={self.dtype!r}; known: {sorted(DTYPES)}.")
 

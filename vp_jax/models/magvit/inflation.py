@@ -15,7 +15,11 @@ each 4-frame chunk starts as its last frame repeated, instead of three frames fr
 channels (measured on the small preset: held-out frames 1-3 of each chunk at ~15.8 dB before
 video training without the copy; docs/magvit.md). MAGVIT-v2 does not say how it initializes these
 channels; repeating the trained frame is the choice that keeps "the inflated model starts from the
-image model's quality" true for every frame.
+image model's quality" true for every frame. `MagvitConfig.temporal_subframe_init = "blend"` keeps it
+true as well (a static video still decodes as the image) and starts the in-between frames as a
+feature-space interpolation of the neighbouring latent frames instead of a copy of the later one: on
+moving video the decoded chunk then starts near the keyframe-blend baseline
+(`evaluate.keyframe_blend`) rather than a hold.
 
 The video decoder may also have more residual blocks per level than the image decoder
 (`MagvitConfig.decoder_res_blocks`): temporal modelling is what the video stage adds, and a decoder
@@ -92,18 +96,36 @@ def temporal_upsample_indices(cfg: "MagvitConfig") -> list[int]:
 
 
 def tie_temporal_subframes(params: dict, cfg: "MagvitConfig") -> dict:
-  """Tokenizer pure-dict params -> the same with each temporal upsampling conv's output channels of
-  the last sub-frame copied onto the earlier ones. The conv's channels are laid out (sub-frame, 2,
-  2, C) (`blocks.depth_to_space`), so sub-frame s is the block [s * 4C, (s + 1) * 4C)."""
+  """Tokenizer pure-dict params -> the same with each temporal upsampling conv's earlier sub-frame
+  filled from its last, trained one (`cfg.temporal_subframe_init`). The conv's output channels are
+  laid out (sub-frame, 2, 2, C) (`blocks.depth_to_space`), so sub-frame s is the block
+  [s * 4C, (s + 1) * 4C); sub-frame 1 of input frame j is output frame 2j, sub-frame 0 is 2j - 1.
+
+  "repeat": sub-frame 0 gets sub-frame 1's kernel and bias, so frame 2j - 1 = frame 2j.
+  "blend": sub-frame 0 gets the mean of sub-frame 1's kernel and that kernel shifted one temporal
+  tap into the past, and the same bias: after inflation (weights only in the last tap) frame
+  2j - 1 = (f(x[j-1]) + f(x[j])) / 2 before the next nonlinearity. Two such upsamplings place each
+  4-frame chunk's frames at 1/4, 1/2, 3/4 of the way between consecutive latent frames."""
+  mode = cfg.temporal_subframe_init
+  if mode not in ("repeat", "blend"):
+    raise ValueError(f"tie_temporal_subframes: temporal_subframe_init={mode!r}; use 'repeat' or "
+                     f"'blend'.")
+  xp = lambda w: jnp if isinstance(w, jax.Array) else np
   ups = dict(params["decoder"]["ups"])
   for i in temporal_upsample_indices(cfg):
     conv = dict(ups[i]["conv"])
-    for name in ("kernel", "bias"):
-      w = conv[name]
-      block = w.shape[-1] // 2                                  # t = 2 sub-frames
-      last = w[..., block:]
-      conv[name] = (jnp.concatenate([last, last], axis=-1) if isinstance(w, jax.Array)
-                    else np.concatenate([last, last], axis=-1))
+    w, b = conv["kernel"], conv["bias"]                         # [kt, kh, kw, in, 2 * 4C], [2 * 4C]
+    block = w.shape[-1] // 2                                    # t = 2 sub-frames
+    last = w[..., block:]
+    first = last
+    if mode == "blend":
+      if w.shape[0] < 2:
+        raise ValueError(f"tie_temporal_subframes: 'blend' needs temporal taps; decoder ups[{i}] "
+                         f"has a kernel of shape {tuple(w.shape)}.")
+      earlier = xp(w).concatenate([last[1:], xp(w).zeros_like(last[:1])], axis=0)
+      first = (last + earlier) / 2
+    conv["kernel"] = xp(w).concatenate([first, last], axis=-1)
+    conv["bias"] = xp(b).concatenate([b[block:], b[block:]], axis=-1)
     ups[i] = {**ups[i], "conv": conv}
   return {**params, "decoder": {**params["decoder"], "ups": ups}}
 
