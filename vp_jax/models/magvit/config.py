@@ -21,6 +21,8 @@ import json
 import jax.numpy as jnp
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# The values `MagvitConfig.temporal_subframe_init` takes (inflation.tie_temporal_subframes).
+TEMPORAL_SUBFRAME_INITS = ("repeat", "blend")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,9 +133,9 @@ class MagvitConfig:
     if not self.temporal_tap_lr_multiplier > 0:
       raise ValueError(f"MagvitConfig.temporal_tap_lr_multiplier="
                        f"{self.temporal_tap_lr_multiplier} must be positive.")
-    if self.temporal_subframe_init not in ("repeat", "blend"):
+    if self.temporal_subframe_init not in TEMPORAL_SUBFRAME_INITS:
       raise ValueError(f"MagvitConfig.temporal_subframe_init={self.temporal_subframe_init!r}; use "
-                       f"'repeat' or 'blend'.")
+                       f"one of {TEMPORAL_SUBFRAME_INITS}.")
     if self.temporal_subframe_init == "blend" and self.upsample_kernel == 1:
       raise ValueError("MagvitConfig.temporal_subframe_init='blend' needs the upsampling conv's "
                        "temporal taps; upsample_kernel=1 has none (use 'repeat').")

@@ -41,6 +41,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vp_jax.models.magvit.config import TEMPORAL_SUBFRAME_INITS
+
 if TYPE_CHECKING:
   from vp_jax.models.magvit.config import MagvitConfig
 
@@ -107,9 +109,9 @@ def tie_temporal_subframes(params: dict, cfg: "MagvitConfig") -> dict:
   2j - 1 = (f(x[j-1]) + f(x[j])) / 2 before the next nonlinearity. Two such upsamplings place each
   4-frame chunk's frames at 1/4, 1/2, 3/4 of the way between consecutive latent frames."""
   mode = cfg.temporal_subframe_init
-  if mode not in ("repeat", "blend"):
-    raise ValueError(f"tie_temporal_subframes: temporal_subframe_init={mode!r}; use 'repeat' or "
-                     f"'blend'.")
+  if mode not in TEMPORAL_SUBFRAME_INITS:
+    raise ValueError(f"tie_temporal_subframes: temporal_subframe_init={mode!r}; use one of "
+                     f"{TEMPORAL_SUBFRAME_INITS}.")
   xp = lambda w: jnp if isinstance(w, jax.Array) else np
   ups = dict(params["decoder"]["ups"])
   for i in temporal_upsample_indices(cfg):
