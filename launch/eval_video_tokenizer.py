@@ -5,6 +5,7 @@ docs/magvit.md "Status" and the slow PSNR test).
   python launch/eval_video_tokenizer.py --workdir runs/magvit_vid                 # latest step
   python launch/eval_video_tokenizer.py --workdir runs/magvit_vid --steps 200 400 --blocks 1
   python launch/eval_video_tokenizer.py --workdir runs/magvit_img --frames 1      # image model
+  python launch/eval_video_tokenizer.py --workdir runs/magvit_vid --weights params # not the EMA
 
 One line per step on stdout; --json writes the full scores (a list, one per step).
 """
@@ -24,6 +25,9 @@ def parse_args(argv):
   p.add_argument("--size", type=int, default=64, help="height = width, a multiple of 8")
   p.add_argument("--blocks", type=int, default=8, help="blocks of held-out clips")
   p.add_argument("--block_size", type=int, default=16, help="clips per block")
+  p.add_argument("--weights", default="auto", choices=("auto", "ema", "params"),
+                 help="the generator's moving average (TrainerConfig.ema_decay) where the run "
+                      "kept one (auto), always (ema), or the trained weights (params)")
   p.add_argument("--json", default=None, help="write the scores here as JSON")
   args = p.parse_args(argv)
   from vp_jax.data.formats import check_num_frames
@@ -44,12 +48,12 @@ def main(argv):
   from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
   scores = []
   for step in args.steps or [None]:
-    tok = VideoTokenizer.load(args.workdir, step=step)
+    tok = VideoTokenizer.load(args.workdir, step=step, weights=args.weights)
     score = score_held_out(tok, num_frames=args.frames, height=args.size, width=args.size,
                            blocks=args.blocks, block_size=args.block_size,
                            keyframe_every=tok.config.temporal_factor)
-    print(score.summary(), flush=True)
-    scores.append(score.to_json())
+    print(f"{score.summary()}; {tok.weights} weights", flush=True)
+    scores.append({**score.to_json(), "weights": tok.weights})
   if args.json:
     with open(args.json, "w") as f:
       json.dump(scores, f, indent=1)

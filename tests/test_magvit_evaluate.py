@@ -112,23 +112,28 @@ def test_cli(monkeypatch, tmp_path, capsys):
     sys.path.pop(0)
   loaded = []
 
-  def fake_load(workdir, step=None):
-    loaded.append((workdir, step))
+  def fake_load(workdir, step=None, weights="auto"):
+    loaded.append((workdir, step, weights))
     tok = OffsetTokenizer()
     tok.step, tok.config = step, preset("tiny")   # the CLI blends at the config's temporal factor
+    tok.weights = "params" if weights == "params" else "ema"
     return tok
 
   monkeypatch.setattr(VideoTokenizer, "load", staticmethod(fake_load))
   out = str(tmp_path / "scores.json")
   scores = cli.main(["--workdir", "w", "--steps", "100", "200", "--frames", "5", "--size", "8",
                      "--blocks", "1", "--block_size", "2", "--json", out])
-  assert loaded == [("w", 100), ("w", 200)]
+  assert loaded == [("w", 100, "auto"), ("w", 200, "auto")]
   assert [s["step"] for s in json.load(open(out))] == [100, 200] == [s["step"] for s in scores]
-  assert len(scores[0]["blend_frame_psnr_db"]) == 5
+  assert len(scores[0]["blend_frame_psnr_db"]) == 5 and scores[0]["weights"] == "ema"
   printed = capsys.readouterr().out.splitlines()
   assert printed[0].startswith("step 100: held-out PSNR") and len(printed) == 2
+  assert printed[0].endswith("; ema weights")
+  cli.main(["--workdir", "w", "--frames", "5", "--size", "8", "--blocks", "1", "--block_size",
+            "2", "--weights", "params"])
+  assert loaded[-1] == ("w", None, "params") and capsys.readouterr().out.endswith("params weights\n")
   for bad, match in ((["--frames", "16"], "--frames: num_frames=16"), (["--size", "12"], "--size 12"),
-                     (["--blocks", "0"], "--blocks 0")):
+                     (["--blocks", "0"], "--blocks 0"), (["--weights", "best"], "--weights")):
     with pytest.raises(SystemExit):
       cli.parse_args(["--workdir", "w", *bad])
     assert match in capsys.readouterr().err

@@ -33,7 +33,7 @@ def test_two_groups_and_discriminator_warmup(tmp_path):
   write_model_config(workdir, cfg)
   trainer = Trainer(registry.factory(cfg),
                     TrainerConfig(train_steps=4, optimizers=OPT, progress=False, log_every=1,
-                                  async_checkpointing=False),
+                                  async_checkpointing=False, ema_decay={"generator": 0.9}),
                     make_mesh(MeshConfig(), jax.devices()[:2]), DEFAULT_RULES, workdir)
   assert trainer.spec.groups == {"generator": ("tokenizer",), "discriminator": ("discriminator",)}
   state = trainer.init_or_restore()
@@ -70,13 +70,21 @@ def test_two_groups_and_discriminator_warmup(tmp_path):
   # Save through the shared Checkpointer; the API loads the tokenizer weights back.
   trainer.checkpointer.save(4, state, data.get_state())
   trainer.close()
+  # The API loads the generator's moving average by default (the run kept one), the trained
+  # weights on request; describe() records which.
   tok = VideoTokenizer.load(workdir)
-  assert tok.config == cfg and tok.step == 4
-  assert VideoTokenizer.load(f"{workdir}/checkpoints").step == 4
+  assert tok.config == cfg and tok.step == 4 and tok.describe()["weights"] == "ema"
+  raw = VideoTokenizer.load(f"{workdir}/checkpoints", weights="params")
+  assert raw.step == 4 and raw.describe()["weights"] == "params"
+  for loaded, want in ((tok, state.ema["tokenizer"]), (raw, state.params["tokenizer"])):
+    jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded._params),
+                 jax.device_get(want))
+  assert not np.allclose(tok._params["decoder"]["conv_out"]["kernel"],
+                         raw._params["decoder"]["conv_out"]["kernel"])
   clip = synthetic.moving_shapes_batch(5, 0, 2, 5, 16, 16)
-  params = jax.device_get(state.params["tokenizer"])
-  np.testing.assert_array_equal(np.asarray(tok.encode(clip)),
-                                np.asarray(VideoTokenizer(cfg, params).encode(clip)))
+  np.testing.assert_array_equal(
+      np.asarray(tok.encode(clip)),
+      np.asarray(VideoTokenizer(cfg, jax.device_get(state.ema["tokenizer"])).encode(clip)))
   with pytest.raises(FileNotFoundError, match="magvit_config.json"):
     VideoTokenizer.load(str(tmp_path))
   with pytest.raises(CheckpointError, match="No committed checkpoint for step 3"):
@@ -209,12 +217,12 @@ def test_image_pretraining_then_inflation_through_trainer(tmp_path):
                         batch_size=8, num_frames=1, height=16, width=16)
   from vp_jax.models.magvit.inflation import inflate_tokenizer
   from vp_jax.models.magvit.train import restore_tokenizer_params
-  image_params, _ = restore_tokenizer_params(image_dir)
+  image_params, _, _ = restore_tokenizer_params(image_dir)
   result = train_video_tokenizer(model_dir=video_dir, model=preset("tiny"), trainer=opt,
                                  batch_size=8, num_frames=5, height=16, width=16,
                                  init_from=image_dir)
   assert result.start_step == 0 and sorted(result.losses) == [1]
-  step0, _ = restore_tokenizer_params(video_dir, step=0)
+  step0, _, _ = restore_tokenizer_params(video_dir, step=0)
   expected = inflate_tokenizer(image_params, step0, preset("tiny"))
   for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(step0)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

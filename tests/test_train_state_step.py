@@ -163,3 +163,33 @@ def test_eval_step_reports_every_groups_loss_without_updating():
   assert float(out["second/pred_mean"]) == pytest.approx(pred.mean(), rel=1e-4, abs=1e-6)
   bf16 = jax.jit(make_eval_step(spec, compute_dtype="bfloat16"))(state, batch)
   assert float(bf16["first/loss"]) == pytest.approx(float(out["first/loss"]), rel=3e-2)
+
+
+def test_ema_of_one_group_follows_its_params_sharded_like_them():
+  """`ema_decay={"first": 0.9}`: the state keeps a moving average of group first's params only
+  (key "a"), starting at the initial params, sharded like them; each step (a skipped one too) it
+  becomes 0.9 * ema + 0.1 * params, and the donated step leaves it readable."""
+  mesh = make_mesh(MeshConfig(data=1, fsdp=2, tensor=2), jax.devices()[:4])
+  spec = model_spec(Linear2)
+  txs = {"first": optax.sgd(0.1), "second": optax.sgd(0.5)}
+  sh = train_state_shardings(Linear2, spec, txs, mesh, DEFAULT_RULES, ema_groups=("first",))
+  assert set(sh.ema) == {"a"} and sh.ema["a"] == sh.params["a"]
+  abstract = abstract_train_state(Linear2, spec, txs, sh, ema_groups=("first",))
+  state = create_train_state(Linear2, spec, txs, 0, sh, ema_groups=("first",))
+  assert jax.tree.structure(state) == jax.tree.structure(abstract)
+  assert state.ema["a"].sharding == sh.params["a"]
+  np.testing.assert_array_equal(np.asarray(state.ema["a"]), np.asarray(state.params["a"]))
+  scheds = {g: optax.constant_schedule(0.1) for g in ("first", "second")}
+  step = jax.jit(make_train_step(spec, txs, scheds, ema_decay={"first": 0.9}),
+                 donate_argnums=(0,), out_shardings=(sh, None))
+  expected = np.asarray(state.params["a"], np.float64)
+  for seed in range(3):
+    batch = _batch(seed) if seed != 1 else dict(_batch(seed), x=np.full((4, 8), np.nan, np.float32))
+    state, _ = step(state, batch)
+    expected = 0.9 * expected + 0.1 * np.asarray(state.params["a"], np.float64)
+    np.testing.assert_allclose(np.asarray(state.ema["a"]), expected, rtol=1e-6, atol=1e-7)
+  assert not np.allclose(np.asarray(state.ema["a"]), np.asarray(state.params["a"]), atol=1e-3)
+  assert state.ema["a"].sharding == sh.params["a"] and int(state.nonfinite_total) == 1
+  # Without ema_decay the state carries no average.
+  assert create_train_state(Linear2, spec, txs, 0, train_state_shardings(
+      Linear2, spec, txs, mesh, DEFAULT_RULES)).ema == {}

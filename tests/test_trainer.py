@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers import (TINY, PoisonableLM, Poisoned, TwoGroupGAN, tiny_batches,
                            tiny_trainer)
+from vp_jax.checkpoint.manager import CheckpointError, Checkpointer
 from vp_jax.data.iterators import CheckpointableIterator, IndexedBatchIterator
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import DEFAULT_RULES
@@ -179,6 +180,94 @@ def test_update_scales_give_a_group_per_parameter_rates(tmp_path):
     Trainer(TwoGroupGAN, config, mesh, DEFAULT_RULES, update_scales={"gen": kernel_x4})
 
 
+def test_generator_ema_is_trained_saved_resumed_and_preferred_by_restore_parts(tmp_path):
+  """ema_decay={"generator": 0.5}: the state averages the generator's params only; the average
+  survives save and resume; restore_parts gives it for "gen" under weights="auto"/"ema", the raw
+  params under "params", and names the params it has no average of."""
+  config = TrainerConfig(train_steps=3, log_every=1, progress=False, ema_decay={"generator": 0.5},
+                         async_checkpointing=False, optimizers={
+      "generator": OptimizerConfig(learning_rate=1e-2, schedule="constant"),
+      "discriminator": OptimizerConfig(learning_rate=1e-1, schedule="constant")})
+  mesh = make_mesh(MeshConfig(), jax.devices()[:2])
+  trainer = Trainer(TwoGroupGAN, config, mesh, DEFAULT_RULES, str(tmp_path))
+  batches = gan_batches()
+  state = trainer.init_or_restore()
+  assert set(state.ema) == {"gen"}
+  expected = jax.tree.map(np.asarray, jax.device_get(state.params["gen"]))
+  for _ in range(2):                      # step 2's generator loss is NaN: params kept, EMA moves
+    state, _ = trainer.step(state, next(batches))
+    expected = jax.tree.map(lambda e, p: 0.5 * e + 0.5 * np.asarray(p), expected,
+                            jax.device_get(state.params["gen"]))
+  jax.tree.map(lambda e, a: np.testing.assert_allclose(np.asarray(a), e, rtol=1e-6),
+               expected, jax.device_get(state.ema["gen"]))
+  trainer.checkpointer.save(2, state, batches.get_state())
+  trainer.close()
+  resumed = Trainer(TwoGroupGAN, config, mesh, DEFAULT_RULES, str(tmp_path)).init_or_restore()
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(resumed.ema),
+               jax.device_get(state.ema))
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype),
+                        {"params": jax.device_get(state.params)})
+  ckpt = Checkpointer(f"{tmp_path}/checkpoints", create=False, async_save=False)   # as the loaders
+  assert ckpt.saved_ema_keys(2) == ["gen"]
+  raw, params = jax.device_get(state.params), {}
+  for weights in ("auto", "params"):
+    params[weights] = ckpt.restore_parts(target, 2, weights=weights)[0]["params"]
+    np.testing.assert_array_equal(params[weights]["disc"]["kernel"], raw["disc"]["kernel"])
+  np.testing.assert_array_equal(params["auto"]["gen"]["kernel"], expected["kernel"])
+  np.testing.assert_array_equal(params["params"]["gen"]["kernel"], raw["gen"]["kernel"])
+  gen_only = {"params": {"gen": target["params"]["gen"]}}
+  np.testing.assert_array_equal(
+      ckpt.restore_parts(gen_only, 2, weights="ema")[0]["params"]["gen"]["kernel"],
+      expected["kernel"])
+  with pytest.raises(CheckpointError, match=r"no moving average of params \['disc'\]"):
+    ckpt.restore_parts(target, 2, weights="ema")
+  with pytest.raises(ValueError, match="weights='best'"):
+    ckpt.restore_parts(target, 2, weights="best")
+  # Replacing the params (inflation, conversion) restarts the average from them.
+  fresh = Trainer(TwoGroupGAN, config, mesh, DEFAULT_RULES).init_or_restore()
+  moved = Trainer(TwoGroupGAN, config, mesh, DEFAULT_RULES).with_params(fresh, raw)
+  np.testing.assert_array_equal(np.asarray(moved.ema["gen"]["kernel"]), raw["gen"]["kernel"])
+  with pytest.raises(ValueError, match=r"ema_decay has groups \['gen'\]"):
+    Trainer(TwoGroupGAN, dataclasses.replace(config, ema_decay={"gen": 0.9}), mesh, DEFAULT_RULES)
+
+
+def test_resume_restores_the_averages_it_can_and_starts_the_others(tmp_path):
+  """A checkpoint without `ema` (written before the trainer kept averages) resumes, and so does
+  one whose averages differ from the config's: kept ones restored, new ones start from the
+  restored params, dropped ones ignored."""
+  mesh = make_mesh(MeshConfig(), jax.devices()[:1])
+  opt = {"generator": OptimizerConfig(learning_rate=1e-2, schedule="constant"),
+         "discriminator": OptimizerConfig(learning_rate=1e-1, schedule="constant")}
+  config = lambda ema: TrainerConfig(train_steps=3, progress=False, optimizers=opt, ema_decay=ema,
+                                     async_checkpointing=False)
+  trainer = Trainer(TwoGroupGAN, config({"discriminator": 0.5}), mesh, DEFAULT_RULES,
+                    str(tmp_path / "new"))
+  state, _ = trainer.step(trainer.init_or_restore(), next(gan_batches()))
+  saved = jax.device_get(state)
+  trainer.checkpointer.save(1, state, {"index": 1})
+  old_format = {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.name != "ema"}
+  old = Checkpointer(tmp_path / "old" / "checkpoints", async_save=False)
+  old.save(1, old_format, {"index": 1})
+  old.close()
+  trainer.close()
+  for workdir, wants in (("new", {"generator": 0.9}), ("new", {"generator": 0.9,
+                         "discriminator": 0.5}), ("old", {}), ("old", {"generator": 0.9})):
+    restored = Trainer(TwoGroupGAN, config(wants), mesh, DEFAULT_RULES,
+                       str(tmp_path / workdir)).init_or_restore()
+    assert int(restored.step) == 1 and sorted(restored.ema) == sorted(
+        {"generator": "gen", "discriminator": "disc"}[g] for g in wants)
+    for key, ema in jax.device_get(restored.ema).items():
+      want = saved.ema[key] if key in saved.ema and workdir == "new" else saved.params[key]
+      jax.tree.map(np.testing.assert_array_equal, ema, want)
+    assert not np.array_equal(saved.ema["disc"]["kernel"], saved.params["disc"]["kernel"])
+  # The loaders read the old format too: no averages there, so "auto" gives the params.
+  old = Checkpointer(tmp_path / "old" / "checkpoints", create=False, async_save=False)
+  assert old.saved_ema_keys(1) is None
+  target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), saved.params)}
+  jax.tree.map(np.testing.assert_array_equal, old.restore_parts(target, 1)[0]["params"],
+               saved.params)
+
+
 def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
   class SigtermAt(CheckpointableIterator):
     def __init__(self, inner, at):
@@ -217,7 +306,8 @@ def test_trainer_rejects_optimizers_that_do_not_match_the_model_groups():
 
 
 @pytest.mark.parametrize("field,value", [("train_steps", 0), ("grad_accum_steps", 0),
-                                         ("compute_dtype", "float16")])
+                                         ("compute_dtype", "float16"),
+                                         ("ema_decay", {"model": 1.0})])
 def test_trainer_config_errors_name_the_field(field, value):
   with pytest.raises(ValueError, match=f"TrainerConfig.{field}"):
     tiny_trainer(**{field: value})

@@ -17,6 +17,9 @@ from etils import epath
 
 STATE, DATA = "state", "data"
 COMMIT_MARKER = "_CHECKPOINT_METADATA"
+# Which copy of the params `restore_parts` loads: the trained ones, their moving averages
+# (`TrainerConfig.ema_decay`), or the average where the checkpoint holds one.
+WEIGHTS = ("auto", "ema", "params")
 
 
 class CheckpointError(RuntimeError):
@@ -102,22 +105,54 @@ class Checkpointer:
     return restored[STATE], restored[DATA]
 
 
-  def restore_parts(self, target: dict[str, Any], step: int | None = None
-                    ) -> tuple[dict[str, Any], int]:
+  def restore_parts(self, target: dict[str, Any], step: int | None = None,
+                    weights: str = "auto") -> tuple[dict[str, Any], int]:
     """Restores only the named top-level fields of the saved train state, e.g.
     `{"params": abstract pure dict}`, at `step` (default: latest) onto the target's shardings:
     what inference needs, without the optimizer state or the optimizer config that shaped it.
-    Returns (restored fields, step)."""
+
+    `weights` picks what fills each top-level key of `target["params"]`: "params" the trained
+    weights; "ema" their moving average (a CheckpointError if the checkpoint keeps none for a
+    key); "auto" the average where the checkpoint keeps one, else the trained weights (the
+    average is what MAGVIT's and most GAN trainers evaluate). The result names them "params"
+    either way. Returns (restored fields, step)."""
+    if weights not in WEIGHTS:
+      raise ValueError(f"restore_parts: weights={weights!r}; use one of {WEIGHTS}.")
     step, path = self._committed_or_latest(step)
+    request, from_ema = dict(target), []
+    if "params" in target and weights != "params":
+      saved_ema = self.saved_ema_keys(step) or []
+      from_ema = [k for k in target["params"] if k in saved_ema]
+      missing = [k for k in target["params"] if k not in saved_ema]
+      if weights == "ema" and missing:
+        raise CheckpointError(f"Checkpoint {path} keeps no moving average of params {missing} "
+                              f"(averaged: {sorted(saved_ema)}); train with TrainerConfig."
+                              f"ema_decay or load weights='params'.")
+      if from_ema:
+        request["ema"] = {k: target["params"][k] for k in from_ema}
+        request["params"] = {k: target["params"][k] for k in missing}
+    request = {k: v for k, v in request.items() if v}
     try:
       restored = self.manager.restore(step, args=ocp.args.Composite(**{STATE: ocp.args.PyTreeRestore(
-          item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+          item=request, restore_args=ocp.checkpoint_utils.construct_restore_args(request),
           partial_restore=True)}))
     except (ValueError, KeyError, TypeError) as e:
       raise CheckpointError(
-          f"Checkpoint {path} does not hold {sorted(target)} matching the model: {e}") from e
-    _check_shapes(restored[STATE], target, path)
-    return restored[STATE], step
+          f"Checkpoint {path} does not hold {sorted(request)} matching the model: {e}") from e
+    restored = dict(restored[STATE])
+    if from_ema:
+      restored["params"] = {**restored.get("params", {}), **restored.pop("ema")}
+    _check_shapes(restored, target, path)
+    return restored, step
+
+  def saved_ema_keys(self, step: int) -> list[str] | None:
+    """The top-level param keys whose moving average committed `step` keeps ([] if none), or
+    None when its state has no `ema` field (written before the trainer kept averages)."""
+    path = self._check_committed(step)
+    tree = ocp.PyTreeCheckpointer().metadata(os.fspath(path / STATE)).item_metadata
+    if tree is None or "ema" not in tree.keys():
+      return None
+    return sorted(tree["ema"].keys())
 
 
 def _check_shapes(restored, abstract, path) -> None:

@@ -77,22 +77,26 @@ class VideoTokenizer:
     self._decode = conv_inference_jit(self._decode_fn, self.mesh)
     self.checkpoint: str | None = None   # set by `load`: the workdir and step the weights came from
     self.step: int | None = None
+    self.weights: str | None = None      # set by `load`: "ema" (the moving average) or "params"
 
   # -- construction -------------------------------------------------------------------------------
   @classmethod
   def load(cls, checkpoint_dir_or_workdir: str, mesh: jax.sharding.Mesh | None = None,
-           step: int | None = None) -> "VideoTokenizer":
+           step: int | None = None, weights: str = "auto") -> "VideoTokenizer":
     """From a `train_video_tokenizer` workdir (or its `checkpoints/` folder): the latest (or given)
-    committed step's tokenizer weights and the workdir's `magvit_config.json`."""
+    committed step's tokenizer weights and the workdir's `magvit_config.json`. `weights`: "auto"
+    (the moving average of the weights where the run kept one, `TrainerConfig.ema_decay`, else the
+    trained weights), "ema" or "params"."""
     from vp_jax.models.magvit.train import read_model_config, restore_tokenizer_params
     path = os.path.abspath(checkpoint_dir_or_workdir)
     if os.path.basename(path) == "checkpoints":
       path = os.path.dirname(path)
     config = read_model_config(path)
     mesh = mesh if mesh is not None else _default_mesh()
-    params, step = restore_tokenizer_params(path, step, NamedSharding(mesh, PartitionSpec()))
+    params, step, weights = restore_tokenizer_params(
+        path, step, NamedSharding(mesh, PartitionSpec()), weights)
     tok = cls(config, params, mesh)
-    tok.checkpoint, tok.step = path, int(step)
+    tok.checkpoint, tok.step, tok.weights = path, int(step), weights
     return tok
 
   @classmethod
@@ -101,9 +105,10 @@ class VideoTokenizer:
 
   def describe(self) -> dict[str, Any]:
     """What produced these codes (recorded by the tokenization job): the class, the API version,
-    the checkpoint workdir and step (None when built in memory) and a hash of the model config."""
+    the checkpoint workdir, step and weights ("ema" or "params"; None when built in memory) and a
+    hash of the model config."""
     return {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": API_VERSION,
-            "checkpoint": self.checkpoint, "step": self.step,
+            "checkpoint": self.checkpoint, "step": self.step, "weights": self.weights,
             "codebook_size": self.config.codebook_size,
             "config_sha256": hashlib.sha256(self.config.to_json().encode()).hexdigest()[:16]}
 

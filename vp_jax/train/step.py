@@ -4,8 +4,10 @@ One step, for each optimizer group in order (a GAN: generator, then discriminato
 generator): split the batch into `grad_accum_steps` micro-batches, accumulate the group's gradients
 with `lax.scan`, and apply its optimizer. If the loss or any gradient is not finite the group's
 update is dropped (params, optimizer state and model variables keep their old values) and the step
-is counted in `nonfinite_streak` / `nonfinite_total`. Keys are `fold_in(rng, step)` so every step's
-randomness is fixed by the seed and the step number alone, which makes resumed runs bit-identical.
+is counted in `nonfinite_streak` / `nonfinite_total`. A group named in `ema_decay` then moves the
+exponential moving average of its params toward the (possibly unchanged) new params. Keys are
+`fold_in(rng, step)` so every step's randomness is fixed by the seed and the step number alone,
+which makes resumed runs bit-identical.
 """
 from __future__ import annotations
 
@@ -43,12 +45,15 @@ def step_key(rng: jax.Array, step: jax.Array) -> jax.Array:
 
 def make_train_step(spec: ModelSpec, txs: Mapping[str, optax.GradientTransformation],
                     schedules: Mapping[str, optax.Schedule], *, grad_accum_steps: int = 1,
-                    compute_dtype: str = "float32") -> Callable[[TrainState, Batch],
-                                                                 tuple[TrainState, dict]]:
-  """Returns train_step(state, batch) -> (state, metrics). Not jitted: the caller jits it."""
+                    compute_dtype: str = "float32", ema_decay: Mapping[str, float] | None = None
+                    ) -> Callable[[TrainState, Batch], tuple[TrainState, dict]]:
+  """Returns train_step(state, batch) -> (state, metrics). Not jitted: the caller jits it.
+  `ema_decay`: group -> d; after each step that group's `state.ema` entries become
+  d * ema + (1 - d) * params (the state must have been created with those groups)."""
   if grad_accum_steps < 1:
     raise ValueError(f"grad_accum_steps={grad_accum_steps} must be >= 1.")
   dtype = DTYPES[compute_dtype]
+  ema_decay = dict(ema_decay or {})
 
   def group_loss(own, others, rest, batch, key, group):
     params = _cast_floats(join_groups({"own": own, "others": others}), dtype)
@@ -97,7 +102,7 @@ def make_train_step(spec: ModelSpec, txs: Mapping[str, optax.GradientTransformat
   def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, dict[str, Any]]:
     key = step_key(state.rng, state.step)
     parts = split_groups(state.params, spec.groups)
-    rest, opt_state = state.rest, dict(state.opt_state)
+    rest, opt_state, ema = state.rest, dict(state.opt_state), dict(state.ema)
     metrics: dict[str, Any] = {}
     step_ok = jnp.array(True)
     single = len(spec.groups) == 1
@@ -111,6 +116,10 @@ def make_train_step(spec: ModelSpec, txs: Mapping[str, optax.GradientTransformat
       parts[group] = _select(ok, new_params, parts[group])
       opt_state[group] = _select(ok, new_opt, opt_state[group])
       rest = _select(ok, new_rest, rest)
+      if group in ema_decay:
+        d = ema_decay[group]
+        ema.update({k: jax.tree.map(lambda e, p: d * e + (1.0 - d) * p, ema[k], parts[group][k])
+                    for k in spec.groups[group]})
       step_ok &= ok
       prefix = "" if single else f"{group}/"
       metrics.update({f"{prefix}{k}": v for k, v in group_metrics.items()})
@@ -119,7 +128,7 @@ def make_train_step(spec: ModelSpec, txs: Mapping[str, optax.GradientTransformat
       metrics[f"{prefix}learning_rate"] = schedules[group](state.step)
     bad = (~step_ok).astype(jnp.int32)
     new_state = state.replace(
-        step=state.step + 1, params=join_groups(parts), rest=rest, opt_state=opt_state,
+        step=state.step + 1, params=join_groups(parts), rest=rest, opt_state=opt_state, ema=ema,
         nonfinite_streak=(state.nonfinite_streak + 1) * bad,
         nonfinite_total=state.nonfinite_total + bad)
     metrics["nonfinite_streak"] = new_state.nonfinite_streak

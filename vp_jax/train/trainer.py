@@ -16,6 +16,7 @@ import threading
 from typing import Any, Callable, Mapping
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from clu import metric_writers
 from flax import nnx
@@ -50,6 +51,12 @@ class TrainerConfig:
   async_checkpointing: bool = True
   max_consecutive_nonfinite: int = 5
   progress: bool = True
+  # Group -> decay d of an exponential moving average of that group's params, updated after every
+  # step (ema <- d * ema + (1 - d) * params) from the initial params, saved in the checkpoints and
+  # preferred by the loaders (`Checkpointer.restore_parts`). MAGVIT's trainer
+  # (google-research/magvit) keeps one for the generator at 0.999; the time constant 1 / (1 - d)
+  # steps should be well below the run's length, or the average stays near the initial params.
+  ema_decay: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
   def validate(self) -> None:
     if self.train_steps < 1:
@@ -61,6 +68,9 @@ class TrainerConfig:
                  "max_consecutive_nonfinite"):
       if getattr(self, name) < 1:
         raise ValueError(f"TrainerConfig.{name}={getattr(self, name)} must be >= 1.")
+    for group, d in self.ema_decay.items():
+      if not 0.0 < d < 1.0:
+        raise ValueError(f"TrainerConfig.ema_decay[{group!r}]={d} must be in (0, 1).")
 
 
 class NonFiniteError(RuntimeError):
@@ -114,6 +124,9 @@ class Trainer:
       raise ValueError(f"TrainerConfig.optimizers has groups {sorted(config.optimizers)}, the "
                        f"model has {sorted(self.spec.groups)}.")
     update_scales = dict(update_scales or {})
+    if set(config.ema_decay) - set(self.spec.groups):
+      raise ValueError(f"TrainerConfig.ema_decay has groups {sorted(config.ema_decay)}, the model "
+                       f"has {sorted(self.spec.groups)}.")
     if set(update_scales) - set(self.spec.groups):
       raise ValueError(f"Trainer: update_scales for groups {sorted(update_scales)}, the model has "
                        f"{sorted(self.spec.groups)}.")
@@ -122,13 +135,15 @@ class Trainer:
                 for g in self.spec.groups}
     self.schedules = {g: optim.make_schedule(config.optimizers[g], config.train_steps)
                       for g in self.spec.groups}
-    self.shardings = state_lib.train_state_shardings(factory, self.spec, self.txs, mesh, rules)
+    self.ema_groups = tuple(config.ema_decay)
+    self.shardings = state_lib.train_state_shardings(factory, self.spec, self.txs, mesh, rules,
+                                                     self.ema_groups)
     self.checkpointer = None if workdir is None else Checkpointer(
         f"{workdir}/checkpoints", keep=config.keep_checkpoints,
         keep_period=config.keep_period, async_save=config.async_checkpointing)
     step_fn = make_train_step(self.spec, self.txs, self.schedules,
                               grad_accum_steps=config.grad_accum_steps,
-                              compute_dtype=config.compute_dtype)
+                              compute_dtype=config.compute_dtype, ema_decay=config.ema_decay)
     self._train_step = jax.jit(step_fn, donate_argnums=(0,),
                                out_shardings=(self.shardings, None))
     self._eval_step = jax.jit(make_eval_step(self.spec, config.compute_dtype))
@@ -139,7 +154,8 @@ class Trainer:
       yield
 
   def abstract_state(self) -> state_lib.TrainState:
-    return state_lib.abstract_train_state(self.factory, self.spec, self.txs, self.shardings)
+    return state_lib.abstract_train_state(self.factory, self.spec, self.txs, self.shardings,
+                                          self.ema_groups)
 
   def init_or_restore(self, data_iter: CheckpointableIterator | None = None
                       ) -> state_lib.TrainState:
@@ -147,13 +163,41 @@ class Trainer:
     sharded init."""
     if self.checkpointer is not None and self.checkpointer.latest_step() is not None:
       step = self.checkpointer.latest_step()
-      state, data_state = self.checkpointer.restore(self.abstract_state(), step)
+      state, data_state = self._restore(step)
       if data_iter is not None:
         data_iter.set_state(data_state)
       log.info("Restored step %d from %s", step, self.checkpointer.directory)
       return state
     return state_lib.create_train_state(self.factory, self.spec, self.txs, self.config.seed,
-                                        self.shardings)
+                                        self.shardings, self.ema_groups)
+
+  def with_params(self, state: state_lib.TrainState, params: dict) -> state_lib.TrainState:
+    """`state` with new params (e.g. inflated or converted weights, placed on `shardings.params`)
+    and its weight averages restarted from them."""
+    params = jax.device_put(params, self.shardings.params)
+    return state.replace(params=params, ema={k: jax.tree.map(jnp.copy, params[k])
+                                             for k in state.ema})
+
+  def _restore(self, step: int) -> tuple[state_lib.TrainState, dict]:
+    """Restores committed `step` whatever weight averages it kept: those this config keeps too are
+    restored, one it does not keep yet starts from the restored params (`ema_decay` switched on
+    in a resumed run, or a checkpoint written before the trainer kept averages), others are
+    dropped."""
+    abstract = self.abstract_state()
+    saved = self.checkpointer.saved_ema_keys(step)
+    target = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)}
+    target["ema"] = {k: abstract.params[k] for k in saved or []}
+    if saved is None:
+      del target["ema"]
+    restored, data_state = self.checkpointer.restore(target, step)
+    kept = restored.pop("ema", {})
+    started = [k for k in abstract.ema if k not in kept]
+    if started:
+      log.info("Step %d keeps no moving average of %s: starting it from the restored params.",
+               step, started)
+    restored["ema"] = {k: kept[k] if k in kept else jax.tree.map(jnp.copy, restored["params"][k])
+                       for k in abstract.ema}
+    return state_lib.TrainState(**restored), data_state
 
   def evaluate(self, state: state_lib.TrainState,
                eval_iter: CheckpointableIterator) -> dict[str, float]:

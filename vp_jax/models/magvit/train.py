@@ -53,11 +53,14 @@ def read_model_config(model_dir: str) -> MagvitConfig:
 
 
 def restore_tokenizer_params(model_dir: str, step: int | None = None,
-                             sharding: jax.sharding.Sharding | None = None) -> tuple[dict, int]:
+                             sharding: jax.sharding.Sharding | None = None,
+                             weights: str = "auto") -> tuple[dict, int, str]:
   """The tokenizer's parameter pure-dict of a workdir's latest (or given) committed checkpoint,
   without the discriminator, the optimizer state or the optimizer config that wrote them
-  (`Checkpointer.restore_parts` onto the workdir config's abstract tokenizer). Arrays land on
-  `sharding` (default: the first CPU device). Returns (params, step)."""
+  (`Checkpointer.restore_parts` onto the workdir config's abstract tokenizer; `weights`: "auto"
+  takes the generator's moving average where the run kept one, "ema" / "params" force either).
+  Arrays land on `sharding` (default: the first CPU device). Returns (params, step, "ema" or
+  "params": which weights they are)."""
   cfg = read_model_config(model_dir)
   with nnx.use_eager_sharding(False):
     abstract = nnx.eval_shape(lambda: MagvitTokenizer(cfg, rngs=nnx.Rngs(0)))
@@ -66,10 +69,11 @@ def restore_tokenizer_params(model_dir: str, step: int | None = None,
                           nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))
   ckpt = Checkpointer(os.path.join(model_dir, "checkpoints"), create=False, async_save=False)
   try:
-    restored, step = ckpt.restore_parts({"params": {"tokenizer": template}}, step)
+    restored, step = ckpt.restore_parts({"params": {"tokenizer": template}}, step, weights)
+    averaged = weights != "params" and "tokenizer" in (ckpt.saved_ema_keys(step) or [])
   finally:
     ckpt.close()
-  return restored["params"]["tokenizer"], step
+  return restored["params"]["tokenizer"], step, "ema" if averaged else "params"
 
 
 def _inflate_into_step0(runner: Trainer, init_from: str, cfg: MagvitConfig) -> None:
@@ -77,15 +81,15 @@ def _inflate_into_step0(runner: Trainer, init_from: str, cfg: MagvitConfig) -> N
   if image_cfg.temporal_kernel != 1:
     raise ValueError(f"init_from={init_from}: its model has temporal_kernel="
                      f"{image_cfg.temporal_kernel}; inflation starts from an image model (1).")
-  image_params, image_step = restore_tokenizer_params(init_from)
+  image_params, image_step, image_weights = restore_tokenizer_params(init_from)
   state = runner.init_or_restore()
   params = dict(jax.device_get(state.params))
   params["tokenizer"] = inflate_tokenizer(image_params, params["tokenizer"], cfg,
                                           image_decoder_blocks=image_cfg.decoder_blocks)
-  params = jax.device_put(params, runner.shardings.params)
-  runner.checkpointer.save(0, state.replace(params=params), {"index": 0})
+  runner.checkpointer.save(0, runner.with_params(state, params), {"index": 0})
   runner.checkpointer.wait()
-  log.info("Inflated %s (step %d) into step 0 of %s", init_from, image_step, runner.workdir)
+  log.info("Inflated %s (step %d, %s weights) into step 0 of %s", init_from, image_step,
+           image_weights, runner.workdir)
 
 
 def train_video_tokenizer(*, model_dir: str, model: MagvitConfig, trainer: TrainerConfig,
