@@ -128,10 +128,12 @@ def test_gin_entry_point_configures_training(tmp_path):
 @pytest.mark.parametrize("gin_file,expected", [
     ("magvit_small_image.gin", {"preset": "small_image", "BATCH_SIZE": 8, "NUM_FRAMES": 1,
                                 "LEARNING_RATE": 1e-3, "WARMUP_STEPS": 200, "init_from": None,
-                                "entropy_weight": 0.02, "disc_start_step": 1_000_000_000}),
+                                "entropy_weight": 0.02, "disc_start_step": 1_000_000_000,
+                                "temporal_subframe_init": "repeat"}),
     ("magvit_small_video.gin", {"preset": "small", "BATCH_SIZE": 2, "NUM_FRAMES": 17,
                                 "LEARNING_RATE": 1e-4, "WARMUP_STEPS": 50, "init_from": "/tmp/i",
-                                "entropy_weight": 0.0, "disc_start_step": 2000}),
+                                "entropy_weight": 0.0, "disc_start_step": 2000,
+                                "temporal_subframe_init": "blend"}),
 ])
 def test_recipe_gin_files(gin_file, expected):
   """The two stages of the documented recipe (the slow PSNR test runs them for real)."""
@@ -145,6 +147,7 @@ def test_recipe_gin_files(gin_file, expected):
     got["preset"] = gin.query_parameter("vp_jax.magvit_preset.name")
     model = configurables.magvit_preset()
     got["entropy_weight"], got["disc_start_step"] = model.entropy_weight, model.disc_start_step
+    got["temporal_subframe_init"] = model.temporal_subframe_init
     try:
       gin.query_parameter("train_video_tokenizer.init_from")    # ValueError where not bound
       got["init_from"] = gin_cli.query_macro("INIT_FROM")
@@ -152,7 +155,8 @@ def test_recipe_gin_files(gin_file, expected):
       got["init_from"] = None
     assert got == expected
     assert model == preset(expected["preset"], entropy_weight=expected["entropy_weight"],
-                           disc_start_step=expected["disc_start_step"])
+                           disc_start_step=expected["disc_start_step"],
+                           temporal_subframe_init=expected["temporal_subframe_init"])
   finally:
     gin.clear_config()
   if expected["init_from"]:
@@ -163,9 +167,11 @@ def test_recipe_gin_files(gin_file, expected):
 
 
 # The measured recipe (docs/magvit.md "Recipe"): the two gin files, image stage then video stage.
-# Measured on the 2-core CPU: 2026-12-01 (this test, 96 min) 24.34 dB over the 128 held-out clips
-# (24.13 on block 0; the image stage 25.42 dB on 128 images); 2026-11-30 (run C) 24.72 dB on block
-# 0 alone. The bound leaves 0.5 dB below the 128-clip figure for other machines' float
+# Since stop 23 the video stage inflates with the blend sub-frame init: its video command read
+# 24.74 dB from another image run (docs/magvit_experiments.md); this test not re-run since.
+# Measured on the 2-core CPU with the repeat init: 2026-12-01 (this test, 96 min) 24.34 dB over
+# the 128 held-out clips (24.13 on block 0; the image stage 25.42 dB on 128 images); 2026-11-30
+# (run C) 24.72 dB on block 0 alone. The bound leaves 0.5 dB below the 128-clip figure for other machines' float
 # differences and for the unexplained 0.4-0.6 dB between those two runs. The issue's aim is 25 dB.
 IMAGE_STEPS, VIDEO_STEPS = 5000, 400
 PSNR_TARGET_DB = 23.8
@@ -201,7 +207,8 @@ def test_small_preset_reaches_psnr_target(tmp_path):
   run_gin_training(["--gin_file=models/magvit_small_video.gin", f"--gin.MODEL_DIR='{video_dir}'",
                     f"--gin.INIT_FROM='{image_dir}'", f"--gin.TRAIN_STEPS={video_steps}"])
   tok = VideoTokenizer.load(video_dir)
-  assert tok.config == preset("small", entropy_weight=0.0) and tok.step == video_steps
+  assert tok.config == preset("small", entropy_weight=0.0, temporal_subframe_init="blend")
+  assert tok.step == video_steps
   score = score_held_out(tok, blocks=HELD_OUT_BLOCKS)
   print(score.summary())
   assert score.psnr_db >= target
