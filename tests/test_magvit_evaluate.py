@@ -131,7 +131,8 @@ def test_cli(monkeypatch, tmp_path, capsys):
   assert printed[0].endswith("; ema weights")
   cli.main(["--workdir", "w", "--frames", "5", "--size", "8", "--blocks", "1", "--block_size",
             "2", "--weights", "params"])
-  assert loaded[-1] == ("w", None, "params") and capsys.readouterr().out.endswith("params weights\n")
+  assert loaded[-1] == ("w", None, "params")
+  assert capsys.readouterr().out.endswith("params weights\n")
   for bad, match in ((["--frames", "16"], "--frames: num_frames=16"), (["--size", "12"], "--size 12"),
                      (["--blocks", "0"], "--blocks 0"), (["--weights", "best"], "--weights")):
     with pytest.raises(SystemExit):

@@ -113,8 +113,8 @@ def test_blend_subframes_interpolate_between_frames():
   c4 = tied["kernel"].shape[-1] // 2
   np.testing.assert_array_equal(tied["kernel"][1, ..., :c4], tied["kernel"][2, ..., c4:] / 2)
   np.testing.assert_array_equal(tied["bias"][:c4], tied["bias"][c4:])
-  for hold in (lambda: preset("tiny", temporal_subframe_init="hold").validate(),
-               lambda: tie_temporal_subframes(params, preset("tiny", temporal_subframe_init="hold"))):
+  hold_cfg = lambda: preset("tiny", temporal_subframe_init="hold")
+  for hold in (lambda: hold_cfg().validate(), lambda: tie_temporal_subframes(params, hold_cfg())):
     with pytest.raises(ValueError, match=r"temporal_subframe_init='hold'.*\('repeat', 'blend'\)"):
       hold()
   with pytest.raises(ValueError, match="upsample_kernel=1"):

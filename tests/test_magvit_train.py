@@ -171,8 +171,9 @@ def test_recipe_gin_files(gin_file, expected):
 # 24.74 dB from another image run (docs/magvit_experiments.md); this test not re-run since.
 # Measured on the 2-core CPU with the repeat init: 2026-12-01 (this test, 96 min) 24.34 dB over
 # the 128 held-out clips (24.13 on block 0; the image stage 25.42 dB on 128 images); 2026-11-30
-# (run C) 24.72 dB on block 0 alone. The bound leaves 0.5 dB below the 128-clip figure for other machines' float
-# differences and for the unexplained 0.4-0.6 dB between those two runs. The issue's aim is 25 dB.
+# (run C) 24.72 dB on block 0 alone. The bound leaves 0.5 dB below the 128-clip figure for other
+# machines' float differences and for the unexplained 0.4-0.6 dB between those two runs. The
+# issue's aim is 25 dB.
 IMAGE_STEPS, VIDEO_STEPS = 5000, 400
 PSNR_TARGET_DB = 23.8
 # Scored on 128 held-out clips, 8 blocks of 16 (block 0 is the set the recipe was first measured

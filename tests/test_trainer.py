@@ -245,7 +245,8 @@ def test_resume_restores_the_averages_it_can_and_starts_the_others(tmp_path):
   state, _ = trainer.step(trainer.init_or_restore(), next(gan_batches()))
   saved = jax.device_get(state)
   trainer.checkpointer.save(1, state, {"index": 1})
-  old_format = {f.name: getattr(state, f.name) for f in dataclasses.fields(state) if f.name != "ema"}
+  old_format = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)
+                if f.name != "ema"}
   old = Checkpointer(tmp_path / "old" / "checkpoints", async_save=False)
   old.save(1, old_format, {"index": 1})
   old.close()
