@@ -56,6 +56,7 @@ class TrainerConfig:
   # preferred by the loaders (`Checkpointer.restore_parts`). MAGVIT's trainer
   # (google-research/magvit) keeps one for the generator at 0.999; the time constant 1 / (1 - d)
   # steps should be well below the run's length, or the average stays near the initial params.
+  # Costs one more fp32 copy of the group's params (sharded like them) and an axpy a step.
   ema_decay: Mapping[str, float] = dataclasses.field(default_factory=dict)
 
   def validate(self) -> None:
