@@ -210,8 +210,10 @@ def test_generator_ema_is_trained_saved_resumed_and_preferred_by_restore_parts(t
   ckpt = Checkpointer(f"{tmp_path}/checkpoints", create=False, async_save=False)   # as the loaders
   assert ckpt.saved_ema_keys(2) == ["gen"]
   raw, params = jax.device_get(state.params), {}
-  for weights in ("auto", "params"):
-    params[weights] = ckpt.restore_parts(target, 2, weights=weights)[0]["params"]
+  for weights, averaged in (("auto", ["gen"]), ("params", [])):
+    restored, step, from_ema = ckpt.restore_parts(target, 2, weights=weights)
+    assert (step, from_ema) == (2, averaged)
+    params[weights] = restored["params"]
     np.testing.assert_array_equal(params[weights]["disc"]["kernel"], raw["disc"]["kernel"])
   np.testing.assert_array_equal(params["auto"]["gen"]["kernel"], expected["kernel"])
   np.testing.assert_array_equal(params["params"]["gen"]["kernel"], raw["gen"]["kernel"])
@@ -265,8 +267,9 @@ def test_resume_restores_the_averages_it_can_and_starts_the_others(tmp_path):
   old = Checkpointer(tmp_path / "old" / "checkpoints", create=False, async_save=False)
   assert old.saved_ema_keys(1) is None
   target = {"params": jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), saved.params)}
-  jax.tree.map(np.testing.assert_array_equal, old.restore_parts(target, 1)[0]["params"],
-               saved.params)
+  restored, _, from_ema = old.restore_parts(target, 1)
+  assert from_ema == []
+  jax.tree.map(np.testing.assert_array_equal, restored["params"], saved.params)
 
 
 def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):

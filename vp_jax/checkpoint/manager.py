@@ -106,7 +106,7 @@ class Checkpointer:
 
 
   def restore_parts(self, target: dict[str, Any], step: int | None = None,
-                    weights: str = "auto") -> tuple[dict[str, Any], int]:
+                    weights: str = "auto") -> tuple[dict[str, Any], int, list[str]]:
     """Restores only the named top-level fields of the saved train state, e.g.
     `{"params": abstract pure dict}`, at `step` (default: latest) onto the target's shardings:
     what inference needs, without the optimizer state or the optimizer config that shaped it.
@@ -115,7 +115,8 @@ class Checkpointer:
     weights; "ema" their moving average (a CheckpointError if the checkpoint keeps none for a
     key); "auto" the average where the checkpoint keeps one, else the trained weights (the
     average is what MAGVIT's and most GAN trainers evaluate). The result names them "params"
-    either way. Returns (restored fields, step)."""
+    either way. Returns (restored fields, step, the keys of `target["params"]` that hold the
+    average)."""
     if weights not in WEIGHTS:
       raise ValueError(f"restore_parts: weights={weights!r}; use one of {WEIGHTS}.")
     step, path = self._committed_or_latest(step)
@@ -143,7 +144,7 @@ class Checkpointer:
     if from_ema:
       restored["params"] = {**restored.get("params", {}), **restored.pop("ema")}
     _check_shapes(restored, target, path)
-    return restored, step
+    return restored, step, from_ema
 
   def saved_ema_keys(self, step: int) -> list[str] | None:
     """The top-level param keys whose moving average committed `step` keeps ([] if none), or

@@ -121,7 +121,7 @@ class AudioTokenizer:
     target = {"params": abstract(params_t, CODEC_PARTS), "rest": abstract(rest_t, STATE_PARTS)}
     ckpt = Checkpointer(ckpt_dir, create=False, async_save=False)
     try:
-      state, step = ckpt.restore_parts(target, step)
+      state, step, _ = ckpt.restore_parts(target, step)
     finally:
       ckpt.close()
     tok = cls(cfg, state["params"], state["rest"], mesh)

@@ -186,10 +186,10 @@ class Trainer:
     dropped."""
     abstract = self.abstract_state()
     saved = self.checkpointer.saved_ema_keys(step)
-    target = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)}
-    target["ema"] = {k: abstract.params[k] for k in saved or []}
-    if saved is None:
-      del target["ema"]
+    target = {f.name: getattr(abstract, f.name) for f in dataclasses.fields(abstract)
+              if f.name != "ema"}
+    if saved is not None:
+      target["ema"] = {k: abstract.params[k] for k in saved}
     restored, data_state = self.checkpointer.restore(target, step)
     kept = restored.pop("ema", {})
     started = [k for k in abstract.ema if k not in kept]

@@ -69,8 +69,8 @@ def restore_tokenizer_params(model_dir: str, step: int | None = None,
                           nnx.to_pure_dict(nnx.state(abstract, nnx.Param)))
   ckpt = Checkpointer(os.path.join(model_dir, "checkpoints"), create=False, async_save=False)
   try:
-    restored, step = ckpt.restore_parts({"params": {"tokenizer": template}}, step, weights)
-    averaged = weights != "params" and "tokenizer" in (ckpt.saved_ema_keys(step) or [])
+    restored, step, averaged = ckpt.restore_parts({"params": {"tokenizer": template}}, step,
+                                                  weights)
   finally:
     ckpt.close()
   return restored["params"]["tokenizer"], step, "ema" if averaged else "params"

@@ -37,7 +37,7 @@ def load_prefix_lm(model_dir: str, cfg: PrefixLMConfig, mesh: jax.sharding.Mesh,
             for name, part in parts.items()}
   ckpt = Checkpointer(ckpt_dir, create=False, async_save=False)
   try:
-    restored, step = ckpt.restore_parts(target, step)
+    restored, step, _ = ckpt.restore_parts(target, step)
   finally:
     ckpt.close()
   for name, part in parts.items():
