@@ -68,7 +68,8 @@ def test_missing_gin_file_is_named():
 
 
 def _train(*args, timeout=600):
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2 "
+                                   "--xla_backend_optimization_level=0")   # as conftest's
   return subprocess.run([sys.executable, os.path.join(REPO, "launch", "train.py"), *args],
                         capture_output=True, text=True, timeout=timeout, env=env, cwd=REPO)
 
