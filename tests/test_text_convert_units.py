@@ -376,10 +376,17 @@ def test_params_fingerprint():
   d = _params(6)
   d["final_norm"] = {"scale2": d["final_norm"]["scale"]}  # same values, other name
   assert params_fingerprint(d) != fp
-  # Exactly: sha256 of "name:shape:dtype:" + the raw bytes (all of them for small arrays).
+  # Exactly: sha256 of "name:shape:dtype:" + the raw bytes.
   x = np.array([1.0, 2.0], np.float32)
   want = hashlib.sha256(b"a/b:(2,):float32:" + x.tobytes()).hexdigest()
   assert params_fingerprint({"a": {"b": x}}) == want
+  # Every value counts, also in arrays past the size a strided sample would have skipped into.
+  big = np.zeros((3, 70000), np.float32)
+  fp_big = params_fingerprint({"w": big})
+  big[2, 69999] = 1e-7
+  assert params_fingerprint({"w": big}) != fp_big
+  assert params_fingerprint({"w": big[:, ::2]}) == hashlib.sha256(
+      b"w:(3, 35000):float32:" + np.ascontiguousarray(big[:, ::2]).tobytes()).hexdigest()
 
 
 class _StubVocab:

@@ -49,14 +49,16 @@ class TextEmbeddings:
 
 
 def params_fingerprint(params: Mapping) -> str:
-  """sha256 over each parameter's name, shape, dtype and a strided sample of its values."""
+  """sha256 over each parameter's name, shape, dtype and every value.
+
+  All the bytes, not a sample: the id keys the text-embedding cache, and a fine-tune that moved
+  only entries a sample skips would otherwise read the old encoder's embeddings. Hashing is done
+  once per load (about a second per GB)."""
   h = hashlib.sha256()
   for name, value in sorted(flatten(params).items()):
-    a = np.asarray(value)
-    flat = a.reshape(-1)
-    sample = flat[::max(1, flat.size // 65536)]
+    a = np.ascontiguousarray(np.asarray(value))
     h.update(f"{name}:{a.shape}:{a.dtype}:".encode())
-    h.update(np.ascontiguousarray(sample).tobytes())
+    h.update(memoryview(a.reshape(-1).view(np.uint8)))
   return h.hexdigest()
 
 
