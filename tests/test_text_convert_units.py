@@ -380,6 +380,8 @@ def test_params_fingerprint():
   x = np.array([1.0, 2.0], np.float32)
   want = hashlib.sha256(b"a/b:(2,):float32:" + x.tobytes()).hexdigest()
   assert params_fingerprint({"a": {"b": x}}) == want
+  s = np.float32(2.0)                                  # a 0-d array keeps its shape ()
+  assert params_fingerprint({"s": s}) == hashlib.sha256(b"s:():float32:" + s.tobytes()).hexdigest()
   # Every value counts, also in arrays past the size a strided sample would have skipped into.
   big = np.zeros((3, 70000), np.float32)
   fp_big = params_fingerprint({"w": big})

@@ -56,9 +56,9 @@ def params_fingerprint(params: Mapping) -> str:
   once per load (about a second per GB)."""
   h = hashlib.sha256()
   for name, value in sorted(flatten(params).items()):
-    a = np.ascontiguousarray(np.asarray(value))
-    h.update(f"{name}:{a.shape}:{a.dtype}:".encode())
-    h.update(memoryview(a.reshape(-1).view(np.uint8)))
+    a = np.asarray(value)
+    h.update(f"{name}:{a.shape}:{a.dtype}:".encode())   # before ascontiguousarray makes 0-d 1-d
+    h.update(memoryview(np.ascontiguousarray(a).reshape(-1).view(np.uint8)))
   return h.hexdigest()
 
 
