@@ -67,6 +67,30 @@ def test_missing_gin_file_is_named():
     _configure(files=("nope.gin",))
 
 
+def test_include_through_search_path_logs_no_errors(caplog):
+  """gin logs `ERROR Path not found` for each search path an include is not under before the one
+  that has it; configure drops those (and only while parsing)."""
+  import logging
+  with caplog.at_level(logging.INFO):
+    gin_cli.configure(gin_cli.GinFlags(files=("models/magvit_small_image.gin",),
+                                       bindings=("MODEL_DIR = '/tmp/x'", "TRAIN_STEPS = 3")))
+    assert gin_cli.query_macro("NUM_FRAMES") == 1          # the file and its include were read
+    assert gin_cli.query_macro("RESOLUTION") == 64         # (set only in the include)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
+    logging.error("Path not found: after configure")
+  assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == [
+      "Path not found: after configure"]
+  gin.clear_config()
+
+
+def test_missing_include_is_named(tmp_path):
+  (tmp_path / "top.gin").write_text("include 'models/nope_missing.gin'\n")
+  with pytest.raises(gin_cli.ConfigError, match=r"(?s)Unable to open file: models/nope_missing"
+                                                r"\.gin.*top\.gin"):
+    _configure(files=(str(tmp_path / "top.gin"),))
+  gin.clear_config()
+
+
 def _train(*args, timeout=600):
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2 "
                                    "--xla_backend_optimization_level=0")   # as conftest's

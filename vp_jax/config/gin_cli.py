@@ -9,7 +9,9 @@ the model dir.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
 import pathlib
 import sys
@@ -23,6 +25,28 @@ REPO_GIN_DIR = pathlib.Path(__file__).resolve().parents[2] / "gin"
 
 class ConfigError(ValueError):
   """A gin file or binding is invalid."""
+
+
+class _SearchPathMissFilter(logging.Filter):
+  """Drops gin's `ERROR Path not found: P` records. gin's package-resource reader logs one for
+  each search-path prefix an `include` is *not* under, before it tries the prefix that has it, so
+  every run printed errors that were not errors. An include found under no prefix still raises
+  (`ConfigError` in `configure`)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno == logging.ERROR and isinstance(record.msg, str)
+                and record.msg.startswith("Path not found: "))
+
+
+@contextlib.contextmanager
+def _quiet_search_path_misses():
+  root = logging.getLogger()            # gin logs through the root logger
+  miss_filter = _SearchPathMissFilter()
+  root.addFilter(miss_filter)
+  try:
+    yield
+  finally:
+    root.removeFilter(miss_filter)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,8 +99,9 @@ def configure(flags: GinFlags) -> None:
                         f"current dir + {REPO_GIN_DIR}).")
   errors = (ValueError, KeyError, SyntaxError, TypeError, tokenize.TokenError)
   try:
-    gin.parse_config_files_and_bindings(list(flags.files), None, finalize_config=False)
-  except errors as e:
+    with _quiet_search_path_misses():
+      gin.parse_config_files_and_bindings(list(flags.files), None, finalize_config=False)
+  except (*errors, OSError) as e:            # OSError: an `include` found under no search path
     raise ConfigError(f"Invalid gin file: {e}") from e
   for binding in flags.bindings:
     try:
