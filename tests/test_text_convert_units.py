@@ -75,6 +75,11 @@ def test_flatten_exact_keys_and_unflatten_round_trip():
   assert flatten(tree, prefix="p/") == {"p/" + k: v for k, v in flat.items()}
   assert unflatten({"a/b/c": 1, "a/b/d": 2, "a/e": 3, "f": 4}) == {
       "a": {"b": {"c": 1, "d": 2}, "e": 3}, "f": 4}
+  # is_leaf keeps a mapping whole (T5X's TensorStore specs are dicts standing for one array).
+  spec = {"driver": "zarr", "kvstore": {"path": "x"}}
+  assert flatten({"a": {"k": spec, "b": {"c": 1}}}, is_leaf=lambda m: "driver" in m) == {
+      "a/k": spec, "a/b/c": 1}
+  assert flatten({"a": {"k": spec}}) == {"a/k/driver": "zarr", "a/k/kvstore/path": "x"}
 
 
 def test_reader_has_shape_and_get():

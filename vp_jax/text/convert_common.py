@@ -112,12 +112,13 @@ def _cast(x: np.ndarray, shape: tuple[int, ...], name: str, dtype: np.dtype) -> 
   return np.ascontiguousarray(x.astype(np.float32, copy=False).astype(dtype, copy=False))
 
 
-def flatten(tree: Mapping, prefix: str = "") -> dict[str, object]:
-  """Nested dict -> {"a/b/c": leaf}."""
+def flatten(tree: Mapping, prefix: str = "", *,
+            is_leaf: Callable[[Mapping], bool] | None = None) -> dict[str, object]:
+  """Nested dict -> {"a/b/c": leaf}; a mapping for which `is_leaf` is true stays one leaf."""
   out = {}
   for k, v in tree.items():
-    if isinstance(v, Mapping):
-      out.update(flatten(v, f"{prefix}{k}/"))
+    if isinstance(v, Mapping) and not (is_leaf and is_leaf(v)):
+      out.update(flatten(v, f"{prefix}{k}/", is_leaf=is_leaf))
     else:
       out[f"{prefix}{k}"] = v
   return out

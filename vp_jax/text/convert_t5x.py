@@ -27,7 +27,7 @@ import numpy as np
 from flax import serialization
 
 from vp_jax.text.config import T5EncoderConfig
-from vp_jax.text.convert_common import CheckpointConversionError, Reader, assemble
+from vp_jax.text.convert_common import CheckpointConversionError, Reader, assemble, flatten
 
 _CHUNK_BYTES = 64 * 1024 * 1024  # T5X's target zarr chunk size
 
@@ -93,16 +93,6 @@ def _is_ts_spec(x: Any) -> bool:
   return isinstance(x, dict) and "driver" in x and ("kvstore" in x or "path" in x)
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, Mapping) and not _is_ts_spec(v):
-      out.update(_flatten(v, f"{prefix}{k}/"))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
 def read_arrays(path: str | os.PathLike, step: int | None = None) -> tuple[dict[str, Any], str]:
   """({T5X parameter name: array or lazy TensorStore array}, checkpoint folder) of `target`."""
   directory = find_checkpoint(path, step)
@@ -125,7 +115,7 @@ def read_arrays(path: str | os.PathLike, step: int | None = None) -> tuple[dict[
     raise CheckpointConversionError(f"{directory}: no 'target' (model parameters) in the "
                                     f"checkpoint; top-level keys {sorted(state)[:8]}.")
   arrays = {}
-  for name, leaf in _flatten(target).items():
+  for name, leaf in flatten(target, is_leaf=_is_ts_spec).items():
     arrays[name] = _TensorStoreArray(leaf, directory, name) if _is_ts_spec(leaf) else leaf
   return arrays, directory
 
@@ -176,7 +166,7 @@ def load(path: str | os.PathLike, cfg: T5EncoderConfig, step: int | None = None
 def to_t5x_arrays(params: Mapping, cfg: T5EncoderConfig) -> dict[str, np.ndarray]:
   """T5Encoder pure-dict params -> T5X `target` names and layouts (float32)."""
   flat = {}
-  for name, value in _flatten(params).items():
+  for name, value in flatten(params).items():
     flat[name] = np.asarray(value, np.float32)
   d, inner = cfg.d_model, cfg.inner_dim
   out = {"token_embedder/embedding": flat["token_embed"],
