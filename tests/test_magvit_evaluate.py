@@ -54,23 +54,34 @@ def test_score_held_out_on_a_known_error():
   np.testing.assert_allclose(score.frame_psnr_db, [20.0, 40.0, 40.0, 40.0, 40.0], rtol=1e-6)
   # The baseline blends the decoded frames 0 (+0.1) and 4 (+0.01): frame j is off by
   # (1 - j/4) 0.1 + (j/4) 0.01 plus the blend's own error against the moving clip.
-  clips = np.concatenate(tok.seen) / 255.0
+  clips = np.concatenate(tok.seen[0::2]) / 255.0       # seen[1::2]: the blended copies (below)
   recon = clips + np.array([0.1, 0.01, 0.01, 0.01, 0.01])[None, :, None, None, None]
   want = evaluate.frame_psnr_db(evaluate.keyframe_blend(recon), clips).mean(axis=0)
   np.testing.assert_allclose(score.blend_frame_psnr_db, want, rtol=1e-5)
   np.testing.assert_allclose(score.blend_frame_psnr_db[0], 20.0, rtol=1e-6)
   np.testing.assert_allclose(score.blend_frame_psnr_db[4], 40.0, rtol=1e-6)
-  # The held-out blocks are batches 0, 1, 2 of the held-out seed's stream.
-  for i, clips in enumerate(tok.seen):
+  # The held-out blocks are batches 0, 1, 2 of the held-out seed's stream, each encoded as it is
+  # and then with its in-between frames blended from its own chunk ends.
+  held_out, blended = tok.seen[0::2], tok.seen[1::2]
+  for i, clips in enumerate(held_out):
     np.testing.assert_array_equal(clips, synthetic.moving_shapes_batch(
         evaluate.HELD_OUT_SEED, i, 2, 5, 8, 16))
-  assert score.distinct_codes == len(np.unique(np.concatenate(tok.seen)))
+    np.testing.assert_array_equal(blended[i], np.rint(evaluate.keyframe_blend(clips)))
+    assert blended[i].dtype == np.uint8
+  # This tokenizer's ids are the pixels, so the change is the pixels the blend altered.
+  changed = [evaluate.latent_change(c, b) for c, b in zip(held_out, blended)]
+  assert score.inbetween_token_change == pytest.approx(np.mean([c[0] for c in changed]))
+  assert score.inbetween_bit_change == pytest.approx(np.mean([c[1] for c in changed]))
+  assert 0.05 < score.inbetween_token_change < 1
+  assert f"{100 * score.inbetween_token_change:.1f} % of chunk tokens" in score.summary()
+  assert score.distinct_codes == len(np.unique(np.concatenate(held_out)))
   assert "held-out PSNR" in score.summary() and "frame 0 20.00, frames 1-4 40.00-40.00" in (
       score.summary())
   assert f"{np.mean(want[1:]):.2f} with each chunk's in-between frames blended" in score.summary()
   images = evaluate.score_held_out(tok, num_frames=1, height=8, width=8, blocks=1, block_size=2)
   assert images.frame_psnr_db == pytest.approx((images.psnr_db,), rel=1e-9)
   assert "frame 0" not in images.summary() and images.blend_frame_psnr_db == ()
+  assert images.inbetween_token_change is None and "chunk tokens" not in images.summary()
   assert json.loads(json.dumps(score.to_json()))["block_psnr_db"] == list(score.block_psnr_db)
   with pytest.raises(ValueError, match="blocks=0"):
     evaluate.score_held_out(tok, blocks=0)
@@ -91,6 +102,37 @@ def test_keyframe_blend_interpolates_between_chunk_ends():
     evaluate.keyframe_blend(ramp[:, :8])
 
 
+def test_latent_change_counts_ids_and_bits_after_the_first_latent_frame():
+  ids = np.array([[[7, 1], [5, 0], [2, 3]]])            # [B=1, T'=3, 2]
+  other = np.array([[[0, 0], [6, 0], [2, 3 + 256]]])    # frame 0 ignored; 5^6 = 3, 3^259 = 256
+  token, bits = evaluate.latent_change(ids, other)
+  assert token == pytest.approx(2 / 4) and bits == pytest.approx((2 + 1) / 4)
+  assert evaluate.latent_change(ids, ids) == (0.0, 0.0)
+  big = np.array([[[0], [2**17 + 1]]])
+  assert evaluate.latent_change(big, np.zeros_like(big)) == (1.0, 2.0)
+  with pytest.raises(ValueError, match="at least 2 latent frames"):
+    evaluate.latent_change(ids[:, :1], other[:, :1])
+  with pytest.raises(ValueError, match="same shape"):
+    evaluate.latent_change(ids, other[:, :2])
+
+
+def test_an_inflated_tokenizer_ignores_in_between_frames():
+  """Inflation zero-fills every earlier temporal tap, so a chunk's latent is its last frame's:
+  blending the in-between frames changes no token. A model with non-zero taps does change."""
+  from flax import nnx
+  from vp_jax.models.magvit.inflation import inflate_tokenizer
+  image = create_tokenizer(preset("tiny_image"), 1)
+  video = create_tokenizer(preset("tiny"), 2)
+  params = lambda m: nnx.to_pure_dict(nnx.state(m, nnx.Param))
+  untrained = evaluate.score_held_out(VideoTokenizer.from_module(video), num_frames=9, height=16,
+                                      width=16, blocks=1, block_size=4)
+  nnx.update(video, inflate_tokenizer(params(image), params(video), preset("tiny")))
+  inflated = evaluate.score_held_out(VideoTokenizer.from_module(video), num_frames=9, height=16,
+                                     width=16, blocks=1, block_size=4)
+  assert inflated.inbetween_token_change == 0.0 and inflated.inbetween_bit_change == 0.0
+  assert untrained.inbetween_token_change > 0.05 and untrained.inbetween_bit_change > 0.05
+
+
 def test_score_of_a_real_tokenizer_matches_a_direct_computation():
   tok = VideoTokenizer.from_module(create_tokenizer(preset("tiny"), 0))
   score = evaluate.score_held_out(tok, num_frames=5, height=16, width=16, blocks=2, block_size=2)
@@ -102,6 +144,10 @@ def test_score_of_a_real_tokenizer_matches_a_direct_computation():
   np.testing.assert_allclose(score.psnr_db, np.mean(10 * np.log10(1 / mse)), rtol=1e-5)
   assert score.distinct_codes == len(np.unique(ids)) and score.positions == ids.size
   assert len(score.frame_psnr_db) == 5 and score.step is None
+  blended = np.rint(evaluate.keyframe_blend(clips)).astype(np.uint8)
+  token, bits = evaluate.latent_change(ids, np.asarray(tok.encode(blended)))
+  assert score.inbetween_token_change == pytest.approx(token)
+  assert score.inbetween_bit_change == pytest.approx(bits)
 
 
 def test_cli(monkeypatch, tmp_path, capsys):

@@ -14,7 +14,11 @@ For clips, the score also carries a baseline for the frames inside each 4-frame 
 reconstruction with every in-between frame replaced by the linear blend of the decoded chunk-end
 frames around it (`keyframe_blend`). Where the model's frame scores no better than that blend, its
 decoder is not using what its latent says about motion beyond interpolating its own keyframes
-(docs/magvit_experiments.md, stop 21).
+(docs/magvit_experiments.md, stop 21). The encoder side of the same question: the clips are encoded
+again with every in-between frame replaced by the linear blend of the true chunk ends, and the
+score says how much of the chunk latents (latent frames 1, 2, ...) changed. An inflated model
+starts at exactly zero (its temporal taps before the last are zero, so a chunk's latent sees only
+the chunk's last frame); whatever a video stage makes of it is what its tokens carry about motion.
 """
 from __future__ import annotations
 
@@ -55,6 +59,18 @@ def keyframe_blend(clips: np.ndarray, every: int = 4) -> np.ndarray:
   return out
 
 
+def latent_change(ids: np.ndarray, other: np.ndarray) -> tuple[float, float]:
+  """Two integer id arrays [B, T', ...] of the same clips' latents -> (the fraction of positions
+  in latent frames 1.. whose ids differ, the mean number of differing bits per such position)."""
+  a, b = np.asarray(ids)[:, 1:], np.asarray(other)[:, 1:]
+  if a.shape != b.shape or a.size == 0:
+    raise ValueError(f"latent_change: ids {np.shape(ids)} and {np.shape(other)} must have the "
+                     f"same shape with at least 2 latent frames.")
+  flipped = np.bitwise_xor(a.astype(np.int64), b.astype(np.int64))
+  bits = np.unpackbits(flipped.reshape(-1, 1).view(np.uint8), axis=1).sum(axis=1)
+  return float(np.mean(flipped != 0)), float(np.mean(bits))
+
+
 @dataclasses.dataclass(frozen=True)
 class HeldOutScore:
   step: int | None                    # the checkpoint step scored (None: built in memory)
@@ -67,6 +83,10 @@ class HeldOutScore:
   # [T]: each frame's PSNR after `keyframe_blend` of the reconstruction, mean over all clips
   # (empty for images)
   blend_frame_psnr_db: tuple[float, ...] = ()
+  # `latent_change` of the clips' ids against those of their keyframe blend: the fraction of chunk
+  # tokens whose id changes, and the mean number of their bits that flip (None for images)
+  inbetween_token_change: float | None = None
+  inbetween_bit_change: float | None = None
 
   def summary(self) -> str:
     frames = self.frame_psnr_db
@@ -77,6 +97,10 @@ class HeldOutScore:
       per_frame += (f"; frames 1-{len(frames) - 1} mean {np.mean(frames[1:]):.2f} dB, "
                     f"{np.mean(self.blend_frame_psnr_db[1:]):.2f} with each chunk's in-between "
                     f"frames blended from its decoded ends")
+    if self.inbetween_token_change is not None:
+      per_frame += (f"; in-between frames set to the blend of true chunk ends change "
+                    f"{100 * self.inbetween_token_change:.1f} % of chunk tokens "
+                    f"({self.inbetween_bit_change:.3f} bits per token)")
     return (f"step {self.step}: held-out PSNR {self.psnr_db:.2f} dB over {self.clips} clips "
             f"(blocks: {' '.join(f'{b:.2f}' for b in self.block_psnr_db)}{per_frame}); "
             f"{self.distinct_codes} distinct codes over {self.positions} positions")
@@ -91,12 +115,13 @@ def score_held_out(tokenizer, *, num_frames: int = 17, height: int = 64, width: 
   """Round-trips `blocks` x `block_size` held-out clips [block_size, T, H, W, 3] (one block at a
   time, to bound memory) through `tokenizer.encode` / `decode` (a VideoTokenizer or anything with
   the same two methods) and scores the reconstructions; clips of 1 + keyframe_every * k frames
-  also get the keyframe-blend baseline (`keyframe_every`: the tokenizer's temporal factor)."""
+  also get the keyframe-blend baseline (`keyframe_every`: the tokenizer's temporal factor) and
+  are encoded a second time with their own in-between frames blended, for `latent_change`."""
   if blocks < 1 or block_size < 1 or keyframe_every < 1:
     raise ValueError(f"score_held_out: blocks={blocks}, block_size={block_size} and "
                      f"keyframe_every={keyframe_every} must be >= 1.")
   with_blend = num_frames > 1 and (num_frames - 1) % keyframe_every == 0
-  clip_psnr, frame_psnr, blend_psnr, codes, positions = [], [], [], set(), 0
+  clip_psnr, frame_psnr, blend_psnr, changes, codes, positions = [], [], [], [], set(), 0
   for index in range(blocks):
     clips = synthetic.moving_shapes_batch(seed, index, block_size, num_frames, height, width)
     ids = np.asarray(tokenizer.encode(clips))
@@ -106,6 +131,9 @@ def score_held_out(tokenizer, *, num_frames: int = 17, height: int = 64, width: 
     frame_psnr.append(frame_psnr_db(recon, target))
     if with_blend:
       blend_psnr.append(frame_psnr_db(keyframe_blend(recon, keyframe_every), target))
+      # Blended in uint8 like the clips themselves, so the keyframes reach the encoder unchanged.
+      still = np.rint(keyframe_blend(clips, keyframe_every)).astype(clips.dtype)
+      changes.append(latent_change(ids, np.asarray(tokenizer.encode(still))))
     codes.update(np.unique(ids).tolist())
     positions += ids.size
   frames = np.concatenate(frame_psnr).mean(axis=0)
@@ -115,4 +143,9 @@ def score_held_out(tokenizer, *, num_frames: int = 17, height: int = 64, width: 
                       block_psnr_db=tuple(float(np.mean(b)) for b in clip_psnr),
                       frame_psnr_db=tuple(float(f) for f in frames),
                       distinct_codes=len(codes), positions=positions,
-                      blend_frame_psnr_db=tuple(float(f) for f in blend))
+                      blend_frame_psnr_db=tuple(float(f) for f in blend),
+                      # every block has the same number of chunk positions: a plain mean
+                      inbetween_token_change=(float(np.mean([c[0] for c in changes]))
+                                              if changes else None),
+                      inbetween_bit_change=(float(np.mean([c[1] for c in changes]))
+                                            if changes else None))
