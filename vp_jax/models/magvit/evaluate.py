@@ -132,8 +132,8 @@ def score_held_out(tokenizer, *, num_frames: int = 17, height: int = 64, width: 
     if with_blend:
       blend_psnr.append(frame_psnr_db(keyframe_blend(recon, keyframe_every), target))
       # Blended in uint8 like the clips themselves, so the keyframes reach the encoder unchanged.
-      still = np.rint(keyframe_blend(clips, keyframe_every)).astype(clips.dtype)
-      changes.append(latent_change(ids, np.asarray(tokenizer.encode(still))))
+      blended = np.rint(keyframe_blend(clips, keyframe_every)).astype(clips.dtype)
+      changes.append(latent_change(ids, np.asarray(tokenizer.encode(blended))))
     codes.update(np.unique(ids).tolist())
     positions += ids.size
   frames = np.concatenate(frame_psnr).mean(axis=0)
