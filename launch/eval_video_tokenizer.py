@@ -1,6 +1,7 @@
 """Score a trained video tokenizer on held-out moving-shape clips: mean PSNR (and each 16-clip
-block's), per-frame PSNR, distinct codes (vp_jax/models/magvit/evaluate.py; the figures of
-docs/magvit.md "Status" and the slow PSNR test).
+block's), per-frame PSNR, distinct codes, and for clips the keyframe-blend baseline and how much of
+the chunk tokens depend on the in-between frames (vp_jax/models/magvit/evaluate.py; the figures
+of docs/magvit.md "Status" and the slow PSNR test).
 
   python launch/eval_video_tokenizer.py --workdir runs/magvit_vid                 # latest step
   python launch/eval_video_tokenizer.py --workdir runs/magvit_vid --steps 200 400 --blocks 1

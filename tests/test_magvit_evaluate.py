@@ -172,6 +172,7 @@ def test_cli(monkeypatch, tmp_path, capsys):
   assert loaded == [("w", 100, "auto"), ("w", 200, "auto")]
   assert [s["step"] for s in json.load(open(out))] == [100, 200] == [s["step"] for s in scores]
   assert len(scores[0]["blend_frame_psnr_db"]) == 5 and scores[0]["weights"] == "ema"
+  assert 0 < json.load(open(out))[0]["inbetween_token_change"] <= 1
   printed = capsys.readouterr().out.splitlines()
   assert printed[0].startswith("step 100: held-out PSNR") and len(printed) == 2
   assert printed[0].endswith("; ema weights")
