@@ -2,6 +2,7 @@
 at 25% of the steps, rates over many draws matching, mixtures lacking a task refused with the
 reason; and the AGD iterator: unpadded single-task batches, token-budget batch sizes, exact resume."""
 import collections
+import re
 
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ from vp_jax.data.mixing import RateSchedule, Stage, draw_task, schedule_for
 from vp_jax.models.prefix_lm.config import SMALL_VOCAB
 from vp_jax.sequence.vocab import Special
 from vp_jax.tasks import videopoet_mixtures as vm
+from vp_jax.tasks.videopoet import Registered
 from vp_jax.train.run_lm import task_datasets
 
 F = "_128x128_17"
@@ -43,6 +45,49 @@ def test_table2_rows_are_uniform_over_their_columns(reg):
   # The fixed-rate rows are seqio Mixtures too.
   mix = seqio.get_mixture_or_task("m_all")
   assert mix.get_rate(seqio.get_mixture_or_task("m_img_text_to_image")) == pytest.approx(sixth)
+
+
+VID = Registered("vid", False, tasks={"text_to_video": ["vid_t2v_a", "vid_t2v_b"],
+                                      "inpainting": ["vid_inp"], "outpainting": ["vid_outp"]},
+                 skipped={"text_to_image": "needs image data", "video_to_audio": "no audio"})
+IMG = Registered("img", True, tasks={"text_to_image": ["img_t2i"]})
+
+
+def test_column_rates_split_columns_then_kinds_then_tasks():
+  rates = vm.column_rates([("text_to_image",), ("text_to_video",), vm.PAINTING], [VID, IMG],
+                          total=0.6)
+  # 0.2 per column; text_to_video's 0.2 over its two tasks; Painting's 0.2 over its two kinds.
+  assert rates == pytest.approx({"img_t2i": 0.2, "vid_t2v_a": 0.1, "vid_t2v_b": 0.1,
+                                 "vid_inp": 0.1, "vid_outp": 0.1})
+  assert sum(rates.values()) == pytest.approx(0.6)
+  assert vm.column_rates([("text_to_video",)], [IMG, VID]) == {"vid_t2v_a": 0.5, "vid_t2v_b": 0.5}
+  # A kind registered by two datasets splits its share between their tasks.
+  other = Registered("vid2", False, tasks={"text_to_video": ["vid2_t2v"]})
+  assert vm.column_rates([("text_to_video",)], [VID, other], total=3.0) == pytest.approx(
+      {"vid_t2v_a": 1.0, "vid_t2v_b": 1.0, "vid2_t2v": 1.0})
+  assert vm.column_rates([], [VID]) == {}
+
+
+def test_column_rates_accumulate_a_task_listed_under_two_kinds():
+  shared = Registered("s", False, tasks={"inpainting": ["both", "inp"], "outpainting": ["both"]})
+  assert vm.column_rates([vm.PAINTING], [shared]) == pytest.approx({"both": 0.75, "inp": 0.25})
+  rates = vm.column_rates([("inpainting",), ("outpainting",), ("inpainting",)], [shared], 0.9)
+  # Columns of 0.3: inpainting twice (0.15 per task each time), outpainting once (0.3 to "both").
+  assert rates == pytest.approx({"both": 0.6, "inp": 0.3})
+  assert sum(rates.values()) == pytest.approx(0.9)
+
+
+def test_column_rates_missing_kind_names_it_and_each_datasets_reason():
+  expected = ("no task registered for 'video_to_audio' (per dataset: {'vid': 'no audio', "
+              "'img': 'not requested'}).")
+  with pytest.raises(vm.MissingTasks, match=re.escape(expected)):
+    vm.column_rates([("text_to_video",), ("video_to_audio",)], [VID, IMG])
+  with pytest.raises(vm.MissingTasks, match=re.escape("'text_to_image' (per dataset: {'vid': "
+                                                      "'needs image data'})")):
+    vm.column_rates([("text_to_image",)], [VID])
+  assert issubclass(vm.MissingTasks, ValueError)
+  with pytest.raises(ValueError, match=re.escape("'inpainting' (per dataset: {})")):
+    vm.column_rates([vm.PAINTING], [])
 
 
 def test_pretraining_schedule_switches_at_a_quarter(reg):
