@@ -1,10 +1,10 @@
-"""Small pieces of the shared training machinery: optimizer-group split/join, the per-step key,
-the progress line's durations."""
+"""Small pieces of the shared training machinery: optimizer-group split/join, the params kept as
+moving averages, the per-step key, the progress line's durations."""
 import jax
 import numpy as np
 
 from vp_jax.train.progress import format_duration
-from vp_jax.train.state import join_groups, split_groups
+from vp_jax.train.state import ModelSpec, ema_keys, join_groups, split_groups
 from vp_jax.train.step import step_key
 
 
@@ -15,6 +15,23 @@ def test_split_and_join_groups():
   assert parts == {"generator": {"tokenizer": {"w": 1}, "lpips": {"w": 3}},
                    "discriminator": {"discriminator": {"w": 2}}}
   assert join_groups(parts) == params
+
+
+def test_ema_keys_are_the_named_groups_keys_in_the_models_group_order():
+  spec = ModelSpec(graphdef=None, params_template=None, rest_template=None,
+                   groups={"generator": ("tokenizer", "lpips"), "discriminator": ("disc",),
+                           "text": ("proj",)})
+  assert ema_keys(spec, ("generator",)) == ("tokenizer", "lpips")
+  assert ema_keys(spec, ("discriminator",)) == ("disc",)
+  # The spec's group order, whatever the order of the names asked for.
+  assert ema_keys(spec, ("text", "generator")) == ("tokenizer", "lpips", "proj")
+  assert ema_keys(spec, ("text", "discriminator", "generator")) == ("tokenizer", "lpips", "disc",
+                                                                    "proj")
+  assert ema_keys(spec, {"discriminator": 0.999}) == ("disc",)   # TrainerConfig.ema_decay's keys
+  assert ema_keys(spec, ()) == ()
+  # Names of no group are ignored, not an error.
+  assert ema_keys(spec, ("gen", "model")) == ()
+  assert ema_keys(spec, ("nope", "text")) == ("proj",)
 
 
 def test_step_key_depends_on_seed_and_step_only():
