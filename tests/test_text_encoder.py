@@ -1,4 +1,5 @@
-"""TextEncoder (batched, sharded over 8 simulated devices), EmbeddingCache and the demo encoder."""
+"""TextEncoder (batched, sharded over 8 simulated devices), EmbeddingCache, the demo encoder, and
+embed_captions (its statistics and chunking, on a stand-in encoder) and CLI filling a cache."""
 import dataclasses
 import os
 
@@ -13,6 +14,7 @@ from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.text import convert_hf
 from vp_jax.text.cache import EmbeddingCache
 from vp_jax.text.demo import build_demo_encoder
+from vp_jax.text.embed import EmbedStats, embed_captions
 from vp_jax.text.encoder import TextEmbeddings, TextEncoder
 from vp_jax.text.tokenizer import Tokenizer
 
@@ -188,3 +190,78 @@ def test_embed_cli_fills_the_cache(demo_dir, tmp_path):
   enc = build_demo_encoder(demo_dir, batch_size=8)
   got = EmbeddingCache(tmp_path / "cache", enc.model_id).get_or_compute(captions, enc)
   np.testing.assert_allclose(got.embeddings, enc.encode(captions).embeddings, atol=1e-6, rtol=0)
+
+
+class _WordEncoder:
+  """A fast stand-in for TextEncoder: word j of a text -> [len(word), j + 1] (4 positions, the
+  words past 4 counted as truncated); records each encode call's texts."""
+  model_id = "word-encoder"
+
+  def __init__(self):
+    self.calls = []
+
+  def encode(self, texts):
+    self.calls.append(list(texts))
+    emb, mask = np.zeros((len(texts), 4, 2), np.float32), np.zeros((len(texts), 4), bool)
+    for i, text in enumerate(texts):
+      for j, word in enumerate(text.split()[:4]):
+        emb[i, j], mask[i, j] = (len(word), j + 1), True
+    trunc = np.array([max(0, len(t.split()) - 4) for t in texts], np.int32)
+    return TextEmbeddings(embeddings=emb, mask=mask, num_truncated=trunc)
+
+
+def test_embed_captions_counts_duplicates_within_and_across_calls(tmp_path):
+  enc = _WordEncoder()
+  cache = EmbeddingCache(tmp_path, enc.model_id)
+  first = ["red circle", "blue square", "red circle", "a b c d e f"]
+  # One chunk: the repeat of a caption new to the cache is neither encoded again nor a cache hit.
+  assert embed_captions(first, enc, cache) == EmbedStats(captions=4, computed=3, cached=0,
+                                                         truncated=1)
+  assert enc.calls == [["red circle", "blue square", "a b c d e f"]]
+  again = iter(["blue square", "green cross", "blue square", "a b c d e f"])   # any iterable
+  assert embed_captions(again, enc, cache) == EmbedStats(captions=4, computed=1, cached=3,
+                                                         truncated=1)
+  assert enc.calls[1:] == [["green cross"]]
+  # Chunks of one: the repeat comes after the first is stored, so it is a hit.
+  assert embed_captions(["pink star", "pink star"], enc, cache, chunk_size=1) == EmbedStats(
+      captions=2, computed=1, cached=1, truncated=0)
+  assert enc.calls[2:] == [["pink star"]]
+  assert embed_captions([], enc, cache) == EmbedStats(0, 0, 0, 0) and len(enc.calls) == 3
+  rows, mask, truncated = cache.get("a b c d e f")
+  np.testing.assert_array_equal(rows, [[1, 1], [1, 2], [1, 3], [1, 4]])
+  assert mask.all() and truncated == 2
+  rows, mask, _ = cache.get("green cross")
+  np.testing.assert_array_equal(rows, [[5, 1], [5, 2], [0, 0], [0, 0]])
+  np.testing.assert_array_equal(mask, [True, True, False, False])
+
+
+def test_embed_captions_chunk_sizes_fill_the_cache_alike(tmp_path):
+  captions = ["red circle", "blue square", "red circle", "a tiny green cross", "blue square"]
+  distinct = list(dict.fromkeys(captions))
+  stored, calls = {}, {}
+  for size in (1, 2, 1024):
+    enc = _WordEncoder()
+    cache = EmbeddingCache(tmp_path / str(size), enc.model_id)
+    stats = embed_captions(captions, enc, cache, chunk_size=size)
+    # Chunks of 2, [red blue] [red cross] [blue], and of 1 find both repeats stored; one chunk none.
+    assert stats == EmbedStats(captions=5, computed=3, cached=0 if size == 1024 else 2,
+                               truncated=0)
+    calls[size] = enc.calls
+    stored[size] = [cache.get(t) for t in distinct]
+  assert calls == {1: [["red circle"], ["blue square"], ["a tiny green cross"]],
+                   2: [["red circle", "blue square"], ["a tiny green cross"]],
+                   1024: [distinct]}
+  for size in (2, 1024):
+    for got, want in zip(stored[size], stored[1]):
+      assert got[0].tobytes() == want[0].tobytes() and got[2] == want[2]
+      np.testing.assert_array_equal(got[1], want[1])
+  np.testing.assert_array_equal(stored[1][2][0], [[1, 1], [4, 2], [5, 3], [5, 4]])
+
+
+@pytest.mark.parametrize("size", [0, -3])
+def test_embed_captions_rejects_non_positive_chunk_size(tmp_path, size):
+  enc = _WordEncoder()
+  cache = EmbeddingCache(tmp_path, enc.model_id)
+  with pytest.raises(ValueError, match=f"chunk_size must be positive, got {size}"):
+    embed_captions(["red circle"], enc, cache, chunk_size=size)
+  assert enc.calls == [] and cache.get("red circle") is None
