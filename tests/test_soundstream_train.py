@@ -1,16 +1,22 @@
 """Slow: the small SoundStream preset trained through the shared Trainer (two optimizer groups) on
-synthetic audio reaches a reconstruction target on held-out clips (another seed).
+synthetic audio reaches a reconstruction target on held-out clips (another seed). Fast: the model
+config file the trainer writes reads back as the same config; bad files are refused.
 
 Run: .venv/bin/python -m pytest -q -m slow tests/test_soundstream_train.py
 """
+import json
+import os
+import re
+
 import jax
 import numpy as np
 import pytest
 
 from vp_jax.models.soundstream import data, spectral
-from vp_jax.models.soundstream.config import preset
+from vp_jax.models.soundstream.config import SoundStreamConfig, preset
 from vp_jax.models.soundstream.model import init_model
-from vp_jax.models.soundstream.train import make_trainer, save_config
+from vp_jax.models.soundstream.train import (CONFIG_FILE, load_config, make_trainer,
+                                             save_config)
 from vp_jax.parallel.mesh import MeshConfig
 from vp_jax.tokenizers.audio_tokenizer import AudioTokenizer
 from vp_jax.train.optim import OptimizerConfig
@@ -54,3 +60,39 @@ def test_small_preset_reaches_reconstruction_target(tmp_path):
   print(f"held-out log-mel distance {trained:.3f} (untrained {untrained:.3f}), SNR {snr:.2f} dB")
   assert trained < TARGET, (trained, untrained, snr)
   assert trained < 0.5 * untrained, (trained, untrained)
+
+
+def test_load_config_reads_back_what_the_trainer_writes(tmp_path):
+  cfg = preset("small", adversarial_start_step=7, quantizer_dropout=0.5, strides=(2, 4, 5, 4))
+  path = save_config(str(tmp_path / "run"), cfg)
+  assert path == os.path.join(tmp_path, "run", CONFIG_FILE)
+  with open(path) as f:
+    raw = json.load(f)
+  assert raw["strides"] == [2, 4, 5, 4] and raw["channels"] == 8 and raw["feature_weight"] == 100.0
+  loaded = load_config(path)
+  assert loaded == cfg and isinstance(loaded.strides, tuple) and loaded.hop_length == 160
+  assert loaded.stft_disc_ffts == (512, 256, 128) and loaded.quantizer_dropout == 0.5
+  assert load_config(save_config(str(tmp_path / "paper"), preset("paper"))) == SoundStreamConfig()
+  # Fields the file leaves out take their defaults.
+  (tmp_path / "partial.json").write_text('{"channels": 16, "num_levels": 2}')
+  assert load_config(str(tmp_path / "partial.json")) == SoundStreamConfig(channels=16, num_levels=2)
+
+
+def test_load_config_refuses_unknown_fields_invalid_values_and_bad_files(tmp_path):
+  path = str(tmp_path / CONFIG_FILE)
+  with open(path, "w") as f:
+    json.dump({"channels": 8, "chanels": 8, "hop": 320}, f)
+  with pytest.raises(ValueError, match=re.escape(f"{path}: unknown SoundStreamConfig fields "
+                                                 "['chanels', 'hop']")):
+    load_config(path)
+  with open(path, "w") as f:
+    json.dump({"strides": [2, 4], "channel_mults": [2, 4, 8]}, f)
+  with pytest.raises(ValueError, match="2 strides but 3 channel_mults"):
+    load_config(path)
+  missing = str(tmp_path / "nowhere" / CONFIG_FILE)
+  with pytest.raises(FileNotFoundError, match=re.escape(missing)):
+    load_config(missing)
+  with open(path, "w") as f:
+    f.write('{"channels": 8,')                 # torn write
+  with pytest.raises(json.JSONDecodeError):
+    load_config(path)
