@@ -1,7 +1,9 @@
 """The trainable MAGVIT-v2 through the shared Trainer: two optimizer groups, discriminator warm-up,
 LeCAM statistics, gin entry point, loading the workdir; slow: the small preset's measured recipe to
 its stated held-out PSNR (PSNR_TARGET_DB)."""
+import json
 import os
+import re
 import subprocess
 import sys
 
@@ -101,6 +103,19 @@ def test_model_config_round_trip(tmp_path):
   assert read_model_config(str(tmp_path / "run")) == cfg
   with pytest.raises(FileNotFoundError, match="other/magvit_config.json not found"):
     read_model_config(str(tmp_path / "other"))
+  path = str(tmp_path / "run" / "magvit_config.json")
+  good = json.loads(cfg.to_json())
+  for text, message in (
+      ('{"filters": 32,', "not valid JSON"),                              # torn write
+      ("[32]", "expected a JSON object of config fields, got list."),
+      (json.dumps({**good, "filtres": 32}), "unknown MagvitConfig fields ['filtres']."),
+      (json.dumps({**good, "temporal_subframe_init": "lerp"}),
+       "not a valid MagvitConfig: MagvitConfig.temporal_subframe_init='lerp'"),
+      (json.dumps({**good, "perceptual": [1]}), "not a valid MagvitConfig: ")):
+    with open(path, "w") as f:
+      f.write(text)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: {message}")):
+      read_model_config(str(tmp_path / "run"))
 
 
 def test_gin_entry_point_configures_training(tmp_path):

@@ -87,12 +87,19 @@ def test_load_config_refuses_unknown_fields_invalid_values_and_bad_files(tmp_pat
     load_config(path)
   with open(path, "w") as f:
     json.dump({"strides": [2, 4], "channel_mults": [2, 4, 8]}, f)
-  with pytest.raises(ValueError, match="2 strides but 3 channel_mults"):
+  with pytest.raises(ValueError, match=re.escape(f"{path}: not a valid SoundStreamConfig: ") +
+                     ".*2 strides but 3 channel_mults"):
     load_config(path)
   missing = str(tmp_path / "nowhere" / CONFIG_FILE)
   with pytest.raises(FileNotFoundError, match=re.escape(missing)):
     load_config(missing)
   with open(path, "w") as f:
     f.write('{"channels": 8,')                 # torn write
-  with pytest.raises(json.JSONDecodeError):
+  with pytest.raises(ValueError, match=re.escape(f"{path}: not valid JSON")):
     load_config(path)
+  for text, kind in (("5", "int"), ('"abc"', "str"), ("[1]", "list")):
+    with open(path, "w") as f:
+      f.write(text)
+    with pytest.raises(ValueError, match=re.escape(f"{path}: expected a JSON object of config "
+                                                   f"fields, got {kind}.")):
+      load_config(path)

@@ -157,7 +157,12 @@ class MagvitConfig:
 
   @classmethod
   def from_json(cls, text: str) -> "MagvitConfig":
-    d = json.loads(text)
+    return cls.from_dict(json.loads(text))
+
+  @classmethod
+  def from_dict(cls, raw: dict) -> "MagvitConfig":
+    """The inverse of `dataclasses.asdict` after a JSON round trip (lists back to tuples)."""
+    d = dict(raw)
     if d.get("perceptual") is not None:
       p = d["perceptual"]
       d["perceptual"] = PerceptualConfig(**{k: tuple(v) if isinstance(v, list) else v

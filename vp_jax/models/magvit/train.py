@@ -19,6 +19,7 @@ import jax
 from flax import nnx
 
 from vp_jax.checkpoint.manager import Checkpointer
+from vp_jax.config.json_file import config_from_dict, read_json_object
 from vp_jax.data.synthetic import tokenizer_batches
 from vp_jax.data.synthetic.dataset import SyntheticConfig
 from vp_jax.models import registry
@@ -48,8 +49,7 @@ def read_model_config(model_dir: str) -> MagvitConfig:
   if not os.path.exists(path):
     raise FileNotFoundError(f"{path} not found: not a MAGVIT training workdir (train with "
                             f"launch/train_video_tokenizer.py).")
-  with open(path) as f:
-    return MagvitConfig.from_json(f.read())
+  return config_from_dict(MagvitConfig, read_json_object(path), path, build=MagvitConfig.from_dict)
 
 
 def restore_tokenizer_params(model_dir: str, step: int | None = None,

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import jax
 
+from vp_jax.config.json_file import config_from_dict, read_json_object
 from vp_jax.data.synthetic import tokenizer_batches
 from vp_jax.data.synthetic.dataset import SyntheticConfig
 from vp_jax.models import registry
@@ -40,15 +41,8 @@ def save_config(model_dir: str, cfg: SoundStreamConfig) -> str:
 
 
 def load_config(path: str) -> SoundStreamConfig:
-  with open(path) as f:
-    raw = json.load(f)
-  fields = {f.name: f for f in dataclasses.fields(SoundStreamConfig)}
-  unknown = set(raw) - set(fields)
-  if unknown:
-    raise ValueError(f"{path}: unknown SoundStreamConfig fields {sorted(unknown)}.")
-  cfg = SoundStreamConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
-  cfg.validate()
-  return cfg
+  """The SoundStreamConfig a workdir recorded (`save_config`); errors name `path`."""
+  return config_from_dict(SoundStreamConfig, read_json_object(path), path)
 
 
 def make_trainer(model: SoundStreamConfig, trainer: TrainerConfig, mesh: MeshConfig = MeshConfig(),
