@@ -1,7 +1,10 @@
 """Small pieces of the shared training machinery: optimizer-group split/join, the params kept as
 moving averages, the per-step key, the progress line's durations."""
+import re
+
 import jax
 import numpy as np
+import pytest
 
 from vp_jax.train.progress import format_duration
 from vp_jax.train.state import ModelSpec, ema_keys, join_groups, split_groups
@@ -32,6 +35,8 @@ def test_ema_keys_are_the_named_groups_keys_in_the_models_group_order():
   # Names of no group are ignored, not an error.
   assert ema_keys(spec, ("gen", "model")) == ()
   assert ema_keys(spec, ("nope", "text")) == ("proj",)
+  with pytest.raises(TypeError, match=re.escape("ema_groups='generator': pass a tuple")):
+    ema_keys(spec, "generator")
 
 
 def test_step_key_depends_on_seed_and_step_only():

@@ -86,7 +86,11 @@ def model_spec(factory: ModelFactory) -> ModelSpec:
 
 
 def ema_keys(spec: ModelSpec, ema_groups) -> tuple[str, ...]:
-  """The top-level param keys whose moving average the train state keeps: those of `ema_groups`."""
+  """The top-level param keys whose moving average the train state keeps: those of `ema_groups`
+  (group names: a tuple, or the dict `TrainerConfig.ema_decay`), in the model's group order."""
+  if isinstance(ema_groups, str):   # "generator" would match groups by substring
+    raise TypeError(f"ema_groups={ema_groups!r}: pass a tuple of group names, e.g. "
+                    f"({ema_groups!r},).")
   return tuple(k for g in spec.groups if g in ema_groups for k in spec.groups[g])
 
 
