@@ -15,6 +15,7 @@ from vp_jax.checkpoint.manager import CheckpointError
 from vp_jax.config import gin_cli
 from vp_jax.models import registry
 from vp_jax.models.magvit import preset, synthetic
+from vp_jax.models.magvit.config import MagvitConfig
 from vp_jax.models.magvit.evaluate import score_held_out
 from vp_jax.models.magvit.train import (read_model_config, train_video_tokenizer,
                                        write_model_config)
@@ -101,6 +102,10 @@ def test_model_config_round_trip(tmp_path):
   cfg = preset("small", entropy_weight=0.0, disc_start_step=7)
   write_model_config(str(tmp_path / "run"), cfg)
   assert read_model_config(str(tmp_path / "run")) == cfg
+  assert MagvitConfig.from_dict(json.loads(cfg.to_json())) == cfg
+  paper = json.loads(preset("paper").to_json())        # nested PerceptualConfig, tuples in both
+  assert MagvitConfig.from_dict(paper) == preset("paper")
+  assert isinstance(MagvitConfig.from_dict(paper).perceptual.widths, tuple)
   with pytest.raises(FileNotFoundError, match="other/magvit_config.json not found"):
     read_model_config(str(tmp_path / "other"))
   path = str(tmp_path / "run" / "magvit_config.json")
