@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from vp_jax.config.json_file import config_from_dict, read_json_object
+from vp_jax.config.json_file import config_from_dict, lists_to_tuples, read_json_object
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,6 +28,12 @@ def test_read_json_object_returns_the_object_or_names_the_file(tmp_path):
       read_json_object(str(path))
   with pytest.raises(FileNotFoundError, match="nowhere.json"):
     read_json_object(str(tmp_path / "nowhere.json"))
+
+
+def test_lists_to_tuples_converts_top_level_lists_only():
+  raw = {"widths": [3, [4]], "name": "a", "nested": {"k": [1]}}
+  assert lists_to_tuples(raw) == {"widths": (3, [4]), "name": "a", "nested": {"k": [1]}}
+  assert raw["widths"] == [3, [4]]                      # the input is left as it was
 
 
 def test_config_from_dict_restores_tuples_and_names_the_file_on_bad_fields():

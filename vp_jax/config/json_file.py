@@ -25,6 +25,12 @@ def read_json_object(path: str) -> dict[str, Any]:
   return raw
 
 
+def lists_to_tuples(raw: dict[str, Any]) -> dict[str, Any]:
+  """A config dict after a JSON round trip with its lists turned back into the tuples that frozen
+  dataclass configs hold."""
+  return {k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()}
+
+
 def config_from_dict(cls, raw: dict[str, Any], path: str, *,
                      build: Callable[[dict[str, Any]], Any] | None = None):
   """`build(raw)` (default: `cls(**raw)` with JSON lists turned back into tuples; a config with
@@ -35,8 +41,7 @@ def config_from_dict(cls, raw: dict[str, Any], path: str, *,
   if unknown:
     raise ValueError(f"{path}: unknown {cls.__name__} fields {sorted(unknown)}.")
   try:
-    cfg = build(raw) if build else cls(**{k: tuple(v) if isinstance(v, list) else v
-                                          for k, v in raw.items()})
+    cfg = build(raw) if build else cls(**lists_to_tuples(raw))
     cfg.validate()
   except (AttributeError, TypeError, ValueError) as e:
     raise ValueError(f"{path}: not a valid {cls.__name__}: {e}") from e

@@ -20,6 +20,8 @@ import json
 
 import jax.numpy as jnp
 
+from vp_jax.config.json_file import lists_to_tuples
+
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 # The values `MagvitConfig.temporal_subframe_init` takes (inflation.tie_temporal_subframes).
 TEMPORAL_SUBFRAME_INITS = ("repeat", "blend")
@@ -162,12 +164,10 @@ class MagvitConfig:
   @classmethod
   def from_dict(cls, raw: dict) -> "MagvitConfig":
     """The inverse of `dataclasses.asdict` after a JSON round trip (lists back to tuples)."""
-    d = dict(raw)
+    d = lists_to_tuples(raw)
     if d.get("perceptual") is not None:
-      p = d["perceptual"]
-      d["perceptual"] = PerceptualConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                            for k, v in p.items()})
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+      d["perceptual"] = PerceptualConfig(**lists_to_tuples(d["perceptual"]))
+    return cls(**d)
 
 
 _PAPER = MagvitConfig()
