@@ -301,3 +301,20 @@ def test_frame_counts_audio_samples_and_central_box():
   assert (rows, cols) == (slice(3, 6), slice(2, 4))
   with pytest.raises(ValueError, match="fraction 1.0"):
     conditions.central_box(8, 8, 1.0)
+
+
+def test_to_tfds_example_keeps_the_clip_and_flattens_the_labels():
+  from vp_jax.data.synthetic.tfds_builder import to_tfds_example
+  ex = SyntheticVideos(SyntheticConfig(resolution="32x32", num_frames=5, num_examples=2), "train")[1]
+  out = to_tfds_example(ex)
+  np.testing.assert_array_equal(out["video"], ex["frames"])
+  assert out["depth"].dtype == np.float16 and out["flow"].dtype == np.float16
+  # float16 keeps depth and flow to its precision (flow is in pixels, a few at 32x32).
+  np.testing.assert_allclose(out["flow"].astype(np.float32), ex["flow"], atol=2e-3, rtol=1e-3)
+  np.testing.assert_allclose(out["depth"].astype(np.float32), ex["depth"], atol=1e-3, rtol=1e-3)
+  assert out["id"] == ex["id"] and out["caption"] == ex["caption"]
+  assert json.loads(out["labels_json"]) == json.loads(json.dumps(ex["labels"]))
+  flat = flat_labels(ex["labels"])
+  assert out["label_shape"] == str(flat["shape"]) and out["label_camera"] == str(flat["camera"])
+  assert out["label_num_objects"] == np.int32(len(ex["labels"]["objects"]))
+  assert out["label_bounces"].dtype == np.int32 and out["has_audio"] is bool(ex["has_audio"])

@@ -13,7 +13,7 @@ from vp_jax.data.synthetic import scene as scene_lib
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.text import convert_hf
 from vp_jax.text.cache import EmbeddingCache
-from vp_jax.text.demo import build_demo_encoder
+from vp_jax.text.demo import build_demo_encoder, demo_config
 from vp_jax.text.embed import EmbedStats, embed_captions
 from vp_jax.text.encoder import TextEmbeddings, TextEncoder
 from vp_jax.text.tokenizer import Tokenizer
@@ -64,6 +64,17 @@ def test_demo_encoder_embeddings(demo, demo_dir, tmp_path):
   assert os.path.getmtime(demo_dir / "model.safetensors") == mtime
   # A fresh build elsewhere is the same encoder (deterministic SentencePiece and weights).
   assert build_demo_encoder(tmp_path / "again").model_id == demo.model_id
+  # Its config: embedding rows are the SentencePiece vocabulary rounded up to a multiple of 128.
+  assert demo.config == demo_config(Tokenizer.load(str(demo_dir / "spiece.model")).vocab_size)
+
+
+@pytest.mark.parametrize("spm_vocab, rows", [(1, 128), (127, 128), (128, 128), (129, 256),
+                                             (1000, 1024), (32100, 32128)])
+def test_demo_config_rounds_the_vocabulary_up_to_128(spm_vocab, rows):
+  cfg = demo_config(spm_vocab)
+  assert cfg.vocab_size == rows and cfg.vocab_size >= spm_vocab
+  assert (cfg.name, cfg.d_model, cfg.num_heads, cfg.head_dim, cfg.num_layers) == ("t5-demo", 128, 4,
+                                                                                 32, 2)
 
 
 def test_sharded_batches_match_single_device(demo_dir):

@@ -18,11 +18,11 @@ from vp_jax.sequence.layout import VIDEO_IN, VIDEO_OUT, Layout
 def copy_task_example(layout: Layout, rng: np.random.Generator, *, num_codes: int,
                       reverse: bool = False) -> dict[str, np.ndarray]:
   """One example: video_in random codes in [0, num_codes); video_out = video_in (or reversed)."""
-  src, dst = layout.segment(VIDEO_IN), layout.segment(VIDEO_OUT)
-  if src.shape != dst.shape or set(layout.code_inputs) != {VIDEO_IN, VIDEO_OUT}:
+  if set(layout.code_inputs) != {VIDEO_IN, VIDEO_OUT} or (
+      layout.segment(VIDEO_IN).shape != layout.segment(VIDEO_OUT).shape):
     raise ValueError(f"copy task needs a layout with equal-shape {VIDEO_IN}/{VIDEO_OUT} only; "
                      f"{layout.task.value} has {layout.code_inputs}.")
-  codes = rng.integers(0, num_codes, src.shape).astype(np.int32)
+  codes = rng.integers(0, num_codes, layout.segment(VIDEO_IN).shape).astype(np.int32)
   out = codes.reshape(-1)[::-1].reshape(codes.shape) if reverse else codes
   return layout.build({VIDEO_IN: codes, VIDEO_OUT: out})
 
