@@ -189,16 +189,18 @@ def test_recipe_gin_files(gin_file, expected):
 
 
 # The measured recipe (docs/magvit.md "Recipe"): the two gin files, image stage then video stage.
-# Measured on the 2-core CPU (docs/magvit.md "Status"), at 400 video steps: this test passed at
+# Measured on 2-core CPUs (docs/magvit.md "Status"), at 400 video steps: this test passed at
 # 24.34 dB over the 128 held-out clips with the repeat sub-frame init (2026-12-01) and at 24.43 dB
 # with the blend init (2026-12-02, stop 27; image stage 25.42 dB on 128 images, the same on both
-# days). Stop 28 dropped the video stage's commitment loss: its video command from stop 27's image
-# model then read 24.63 dB at 400 steps and 24.94 dB at 800 (the recipe since then). The test
-# itself has not been re-run since (~110 min on that host). Figures move by 0.3-0.4 dB between
-# host CPU kinds (25.80 dB images and 24.74 dB clips on an AVX2-only host); the bound leaves room
-# for that. The issue's aim is 25 dB.
+# days; Intel Xeon host). Stop 28 dropped the video stage's commitment loss and went to 800 steps
+# (the recipe since then): its video command from stop 27's image model read 24.94 dB on that
+# host. Stop 29 ran this test's two commands from a clean checkout on an AMD EPYC host with
+# AVX-512: 25.97 dB on images, 25.34 dB on clips (image stage 39 min, video stage 71 min). Figures
+# move by 0.3-0.5 dB between host CPU kinds (XLA compiles for each instruction set). The bound,
+# 24.5 dB, sits below both current readings by 0.44 dB or more and above the stop-27 recipe's
+# 24.43, so a return to that recipe's quality fails it. The issue's aim is 25 dB.
 IMAGE_STEPS, VIDEO_STEPS = 5000, 800
-PSNR_TARGET_DB = 23.8
+PSNR_TARGET_DB = 24.5
 # Scored on 128 held-out clips, 8 blocks of 16 (block 0 is the set the recipe was first measured
 # on): 16-clip blocks of one model differ by up to ~1.5 dB, more than the recipe changes being
 # compared, so the bound is on the mean over all 128 (vp_jax/models/magvit/evaluate.py).
