@@ -52,9 +52,9 @@ def test_copy_task_batches_are_a_function_of_seed_and_index():
   assert not np.array_equal(first["tokens"], second["tokens"])
   resumed = copy_task_batches(LAYOUT, 3, text_dim=5, num_codes=16, seed=7)
   resumed.set_state({"index": 1})                     # a checkpointed position
-  third = next(resumed)
+  at_one = next(resumed)
   for key in second:
-    np.testing.assert_array_equal(third[key], second[key])
+    np.testing.assert_array_equal(at_one[key], second[key])
   assert first["tokens"].shape == (3, LAYOUT.length)
   _, text_len = LAYOUT.text_slots()
   assert first["text_embeddings"].shape == (3, text_len, 5)
