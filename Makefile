@@ -26,6 +26,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# The multi-process battery alone (also part of `make test`): several jax processes on localhost
+# through jax.distributed (training, joint checkpoints, resume, preemption, text encoder).
+test-multiprocess: $(STAMP)
+	$(PY) -m pytest -q -m multiprocess tests
+
 bench: $(STAMP)
 	$(PY) benchmarks/mfu.py
 

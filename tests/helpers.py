@@ -1,6 +1,9 @@
 """Small builders shared by the tests: a tiny LM trainer over a chosen device subset."""
 from __future__ import annotations
 
+import os
+import signal
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,6 +42,26 @@ class PoisonableLM(ToyLM):
     loss, metrics = super().loss(batch, key=key, train=train, group=group)
     poison = batch["poison"].max() > 0 if "poison" in batch else False
     return jnp.where(poison, jnp.nan, loss), metrics
+
+
+class SigtermAt(CheckpointableIterator):
+  """Sends this process SIGTERM (a preemption notice) when batch index `at` of another iterator is
+  drawn, i.e. during step `at + 1`; the batches and the saved data position are the inner ones."""
+
+  def __init__(self, inner: CheckpointableIterator, at: int):
+    self.inner, self.at, self.drawn = inner, at, 0
+
+  def __next__(self):
+    if self.drawn == self.at:
+      os.kill(os.getpid(), signal.SIGTERM)
+    self.drawn += 1
+    return next(self.inner)
+
+  def get_state(self):
+    return self.inner.get_state()
+
+  def set_state(self, state):
+    self.inner.set_state(state)
 
 
 class Poisoned(CheckpointableIterator):

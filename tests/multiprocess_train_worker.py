@@ -2,14 +2,16 @@
 through launch/local_multiprocess.py; also runs alone as a single process).
 
     python tests/multiprocess_train_worker.py --workdir DIR [--train_steps 8] [--stop_at 4]
-        [--batch_size 8] [--seq_len 16] [--save_every 2]
+        [--batch_size 8] [--seq_len 16] [--save_every 2] [--sigterm_at K --sigterm_process P]
 
 The model, optimizer and data are those of `tests.helpers.tiny_trainer` / `tiny_batches`; the mesh
 is `make_mesh(MeshConfig(), None)`, all devices of all processes on the data axis, and each process
 loads its `1 / process_count` of the rows of every global batch. Training resumes from DIR's latest
-checkpoint. The last line printed is
+checkpoint. `--sigterm_at K` sends process P (default 0) SIGTERM during step K + 1, a preemption
+notice as a scheduler gives one host. The last line printed is
 `RESULT {"process": i, "process_count": n, "device_count": d, "start_step": s, "losses": [...],
-"steps": [...], "latest_step": k}` (json; losses of the steps trained in this invocation).
+"steps": [...], "latest_step": k, "preempted": b}` (json; losses of the steps trained in this
+invocation).
 """
 from __future__ import annotations
 
@@ -33,12 +35,15 @@ def main(argv=None) -> None:
   parser.add_argument("--batch_size", type=int, default=8, help="global batch")
   parser.add_argument("--seq_len", type=int, default=16)
   parser.add_argument("--save_every", type=int, default=2)
+  parser.add_argument("--sigterm_at", type=int, default=None,
+                      help="send SIGTERM to --sigterm_process when this batch index is drawn")
+  parser.add_argument("--sigterm_process", type=int, default=0)
   args = parser.parse_args(argv)
 
   initialized = distributed.maybe_initialize()   # before any other jax use
 
   import jax
-  from tests.helpers import TINY
+  from tests.helpers import TINY, SigtermAt
   from vp_jax.data.iterators import synthetic_lm_batches
   from vp_jax.models.toy_lm import ToyLM
   from vp_jax.parallel.mesh import MeshConfig, make_mesh
@@ -54,6 +59,8 @@ def main(argv=None) -> None:
   batches = synthetic_lm_batches(args.batch_size, args.seq_len, TINY.vocab_size,
                                  process_index=jax.process_index(),
                                  process_count=jax.process_count())
+  if args.sigterm_at is not None and jax.process_index() == args.sigterm_process:
+    batches = SigtermAt(batches, args.sigterm_at)
   result = trainer.fit(batches, stop_at=args.stop_at)
   latest = trainer.checkpointer.latest_step()
   trainer.close()
@@ -62,7 +69,8 @@ def main(argv=None) -> None:
       "process": jax.process_index(), "process_count": jax.process_count(),
       "device_count": jax.device_count(), "local_device_count": jax.local_device_count(),
       "start_step": result.start_step, "steps": steps,
-      "losses": [result.losses[s] for s in steps], "latest_step": latest}), flush=True)
+      "losses": [result.losses[s] for s in steps], "latest_step": latest,
+      "preempted": result.preempted}), flush=True)
   if initialized:
     jax.distributed.shutdown()
 

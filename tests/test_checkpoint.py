@@ -65,3 +65,13 @@ def test_keep_newest_n_plus_every_kth(tmp_path):
                          keep_period=4, async_checkpointing=False)
   trainer.fit(tiny_batches())
   assert trainer.checkpointer.all_steps() == [4, 8, 10, 12]
+
+
+def test_reached_preemption_is_false_in_one_process(tmp_path):
+  """Without jax.distributed there is no preemption sync service: never a sync point (the
+  single-process trainer reacts to SIGTERM itself; the multi-host path: tests/test_multiprocess.py)."""
+  ckpt = Checkpointer(tmp_path / "c")
+  try:
+    assert [ckpt.reached_preemption(s) for s in (0, 1, 7, 10 ** 6)] == [False] * 4
+  finally:
+    ckpt.close()

@@ -37,12 +37,13 @@ def _env(cache_dir):
   return env
 
 
-def _start(workdir, stop_at, log_path, cache_dir):
+def _start(workdir, stop_at, log_path, cache_dir, *, train_steps=TRAIN_STEPS,
+           save_every=SAVE_EVERY, extra=()):
   cmd = [sys.executable, LAUNCHER, "--num_processes", "2", "--local_devices", "1",
          "--timeout", str(TIMEOUT_S), "--",
-         sys.executable, WORKER, "--workdir", str(workdir), "--train_steps", str(TRAIN_STEPS),
+         sys.executable, WORKER, "--workdir", str(workdir), "--train_steps", str(train_steps),
          "--stop_at", str(stop_at), "--batch_size", str(BATCH), "--seq_len", str(SEQ),
-         "--save_every", str(SAVE_EVERY)]
+         "--save_every", str(save_every), *extra]
   log = open(log_path, "w")
   return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(cache_dir),
                           cwd=REPO), log
@@ -129,3 +130,32 @@ def test_two_processes_match_one_process_and_resume(tmp_path):
   diff = max(float(np.max(np.abs(a - b))) for a, b in zip(restored, expected))
   assert diff < 1e-4, diff
   print(f"multiprocess test: {time.perf_counter() - started:.1f} s, max param diff {diff:.2e}")
+
+
+def test_sigterm_to_one_process_stops_both_at_one_saved_step(tmp_path):
+  """A preemption notice to one host (SIGTERM to process 1 during step 4): JAX's preemption sync
+  service (`Checkpointer.reached_preemption`) gives both processes the same step, both save it
+  jointly and stop, and the run resumes there. The step is a few past 4 (the notice travels
+  through the coordinator), so the run is long enough that stopping at all is the signal."""
+  workdir, cache = tmp_path / "run", tmp_path / "jax_cache"
+  ckpt_dir, steps = workdir / "checkpoints", 2000
+  p0, p1 = _finish(_start(workdir, steps, tmp_path / "first.log", cache, train_steps=steps,
+                          save_every=steps, extra=["--sigterm_at", "3", "--sigterm_process", "1"]),
+                   tmp_path / "first.log")
+  assert p0["preempted"] and p1["preempted"]
+  stop = p0["latest_step"]
+  assert 4 <= stop < steps, stop
+  print(f"preemption notice during step 4, both processes stopped after step {stop}")
+  for r in (p0, p1):
+    assert r["steps"] == list(range(1, stop + 1)) and r["latest_step"] == stop
+  assert p0["losses"] == p1["losses"]
+  # The only checkpoint is the preemption step's (save_every is the run's length), written by both.
+  assert sorted(p.name for p in ckpt_dir.iterdir()) == [str(stop)]
+  assert {"ocdbt.process_0", "ocdbt.process_1"} <= {
+      p.name for p in (ckpt_dir / str(stop) / "state").iterdir()}
+
+  q0, q1 = _finish(_start(workdir, stop + 2, tmp_path / "second.log", cache, train_steps=steps,
+                          save_every=steps), tmp_path / "second.log")
+  for r in (q0, q1):
+    assert not r["preempted"] and r["start_step"] == stop
+    assert r["steps"] == [stop + 1, stop + 2] and r["latest_step"] == stop + 2

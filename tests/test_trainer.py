@@ -1,16 +1,14 @@
 """The trainer: loss curves across device counts and rule sets, resume, restore, non-finite steps."""
 import dataclasses
-import os
-import signal
 
 import jax
 import numpy as np
 import pytest
 
-from tests.helpers import (TINY, PoisonableLM, Poisoned, TwoGroupGAN, tiny_batches,
+from tests.helpers import (TINY, PoisonableLM, Poisoned, SigtermAt, TwoGroupGAN, tiny_batches,
                            tiny_trainer)
 from vp_jax.checkpoint.manager import CheckpointError, Checkpointer
-from vp_jax.data.iterators import CheckpointableIterator, IndexedBatchIterator
+from vp_jax.data.iterators import IndexedBatchIterator
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import DEFAULT_RULES
 from vp_jax.train.optim import OptimizerConfig
@@ -273,19 +271,6 @@ def test_resume_restores_the_averages_it_can_and_starts_the_others(tmp_path):
 
 
 def test_sigterm_saves_a_checkpoint_and_stops(tmp_path):
-  class SigtermAt(CheckpointableIterator):
-    def __init__(self, inner, at):
-      self.inner, self.at, self.n = inner, at, 0
-    def __next__(self):
-      if self.n == self.at:
-        os.kill(os.getpid(), signal.SIGTERM)
-      self.n += 1
-      return next(self.inner)
-    def get_state(self):
-      return self.inner.get_state()
-    def set_state(self, state):
-      self.inner.set_state(state)
-
   result = tiny_trainer(tmp_path, save_every=100).fit(SigtermAt(tiny_batches(), 5))
   assert result.preempted and max(result.losses) == 6
   trainer = tiny_trainer(tmp_path, save_every=100)
