@@ -23,12 +23,15 @@ counts and FLOPs per call are printed so the match can be judged.
 FLOPs (both sides, same convention): 2 per multiply-add of convolutions and matmuls, from our jaxpr
 (benchmarks/flop_count.py) and from torch.utils.flop_counter for the reference; GFLOP/s is that over
 the measured time, as a fraction of the peak = `benchmarks/mfu.py`'s best jitted float32 matmul.
-XLA's own `cost_analysis()` count (all ops, incl. norms and activations) is printed for ours too. Timings: one warm-up call (compilation), then the
-best of `--repeats` calls (`block_until_ready` on our side).
+XLA's own `cost_analysis()` count (all ops, incl. norms and activations) is printed for ours too.
+Timings: one warm-up call (compilation), then the best of `--repeats` calls (`block_until_ready` on
+our side). `--dtypes float32,bfloat16` times ours with bfloat16 activations as well (on XLA:CPU,
+jaxlib 0.10.2, it was no faster: docs/magvit.md).
 
   python benchmarks/video_tokenizer.py                      # small (17x64x64) + paper widths
   python benchmarks/video_tokenizer.py --configs paper --frames 5 --size 64
   python benchmarks/video_tokenizer.py --no_torch           # ours only
+  python benchmarks/video_tokenizer.py --no_torch --configs small --dtypes float32,bfloat16
 """
 from __future__ import annotations
 
@@ -69,8 +72,8 @@ def _flops(jitted, *args) -> float:
 
 
 def bench_jax(name: str, clips: np.ndarray, repeats: int, peak: float,
-              upsample_kernel: int = 3) -> dict:
-  module = create_tokenizer(preset(name, upsample_kernel=upsample_kernel))
+              upsample_kernel: int = 3, dtype: str = "float32") -> dict:
+  module = create_tokenizer(preset(name, upsample_kernel=upsample_kernel, dtype=dtype))
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
   tok = VideoTokenizer.from_module(module)
   frames = clips.shape[0] * clips.shape[1]
@@ -80,7 +83,8 @@ def bench_jax(name: str, clips: np.ndarray, repeats: int, peak: float,
   dec_s = _best(lambda: tok.decode(ids), repeats)
   enc_flops = conv_matmul_flops(tok._encode_fn, tok._params, x)   # the function, not its jit
   dec_flops = conv_matmul_flops(tok._decode_fn, tok._params, ids)
-  out = {"config": name, "params": params, "encode_flops": enc_flops, "decode_flops": dec_flops,
+  out = {"config": name, "dtype": dtype, "params": params, "encode_flops": enc_flops,
+         "decode_flops": dec_flops,
          "encode_xla_flops": _flops(tok._encode, tok._params, x),
          "decode_xla_flops": _flops(tok._decode, tok._params, ids),
          "encode_fps": frames / enc_s, "decode_fps": frames / dec_s,
@@ -88,6 +92,11 @@ def bench_jax(name: str, clips: np.ndarray, repeats: int, peak: float,
   out["encode_peak_frac"] = out["encode_gflops"] / peak
   out["decode_peak_frac"] = out["decode_gflops"] / peak
   return out
+
+
+def _key(upsample_kernel: int, dtype: str) -> str:
+  """results[config] key of one of our variants: "jax_up3", or "jax_up3_bfloat16" off float32."""
+  return f"jax_up{upsample_kernel}" + ("" if dtype == "float32" else f"_{dtype}")
 
 
 def bench_torch(name: str, clips: np.ndarray, repeats: int, threads: int,
@@ -116,6 +125,9 @@ def main(argv=None):
   p.add_argument("--no_torch", action="store_true", help="skip the magvit2-pytorch comparison")
   p.add_argument("--upsample_kernels", default="3,1",
                  help="MagvitConfig.upsample_kernel values to time ours with (1 = the reference's)")
+  p.add_argument("--dtypes", default="float32",
+                 help="MagvitConfig.dtype values (activations) to time ours with; the peak and "
+                      "the reference are float32")
   args = p.parse_args(argv)
   peak = measure_matmul_peak(repeats=3)
   print(f"matmul peak: {peak:.1f} GFLOP/s (float32, {jax.device_count()} device(s), "
@@ -124,18 +136,20 @@ def main(argv=None):
   clips = synthetic.moving_shapes_batch(0, 0, args.batch, args.frames, args.size, args.size)
   results = {}
   kernels = [int(k) for k in args.upsample_kernels.split(",")]
+  variants = [(k, d) for k in kernels for d in args.dtypes.split(",")]
   for name in args.configs.split(","):
     results[name] = {}
-    for kernel in kernels:
-      r = bench_jax(name, clips, args.repeats, peak, kernel)
-      results[name][f"jax_up{kernel}"] = r
-      print(f"{name} {args.batch}x{args.frames}x{args.size}x{args.size}, {kernel}x{kernel}x{kernel} "
-            f"upsampling convs:\n  vp_jax ({r['params'] / 1e6:.2f}M params): encode "
-            f"{r['encode_fps']:.2f} frames/s ({r['encode_flops'] / 1e9:.1f} GFLOP, "
-            f"{r['encode_gflops']:.1f} GFLOP/s, {100 * r['encode_peak_frac']:.0f}% of peak); decode "
-            f"{r['decode_fps']:.2f} frames/s ({r['decode_flops'] / 1e9:.1f} GFLOP, "
-            f"{r['decode_gflops']:.1f} GFLOP/s, {100 * r['decode_peak_frac']:.0f}% of peak); XLA "
-            f"cost_analysis: {r['encode_xla_flops'] / 1e9:.1f} / {r['decode_xla_flops'] / 1e9:.1f} "
+    for kernel, dtype in variants:
+      r = bench_jax(name, clips, args.repeats, peak, kernel, dtype)
+      results[name][_key(kernel, dtype)] = r
+      shape = f"{args.batch}x{args.frames}x{args.size}x{args.size}"
+      print(f"{name} {shape}, {kernel}x{kernel}x{kernel} upsampling convs, {dtype} activations:\n"
+            f"  vp_jax ({r['params'] / 1e6:.2f}M params): encode {r['encode_fps']:.2f} frames/s "
+            f"({r['encode_flops'] / 1e9:.1f} GFLOP, {r['encode_gflops']:.1f} GFLOP/s, "
+            f"{100 * r['encode_peak_frac']:.0f}% of peak); decode {r['decode_fps']:.2f} frames/s "
+            f"({r['decode_flops'] / 1e9:.1f} GFLOP, {r['decode_gflops']:.1f} GFLOP/s, "
+            f"{100 * r['decode_peak_frac']:.0f}% of peak); XLA cost_analysis: "
+            f"{r['encode_xla_flops'] / 1e9:.1f} / {r['decode_xla_flops'] / 1e9:.1f} "
             f"GFLOP", flush=True)
     if args.no_torch:
       continue
@@ -151,9 +165,10 @@ def main(argv=None):
           f"GFLOP/s, {100 * enc_g / peak:.0f}% of peak); decode {t['decode_fps']:.2f} frames/s "
           f"({t['decode_flops'] / 1e9:.1f} GFLOP, {dec_g:.1f} GFLOP/s, {100 * dec_g / peak:.0f}% "
           f"of peak)", flush=True)
-    for kernel in kernels:
-      r = results[name][f"jax_up{kernel}"]
-      print(f"  ratio vp_jax ({kernel}x{kernel}x{kernel} upsampling) / magvit2-pytorch frames/s: "
+    for kernel, dtype in variants:
+      r = results[name][_key(kernel, dtype)]
+      print(f"  ratio vp_jax ({kernel}x{kernel}x{kernel} upsampling, {dtype}) / magvit2-pytorch "
+            f"frames/s: "
             f"encode {r['encode_fps'] / t['encode_fps']:.2f}x, decode "
             f"{r['decode_fps'] / t['decode_fps']:.2f}x (target >= 2x)", flush=True)
   return results
