@@ -1,6 +1,7 @@
 """Multi-process training on localhost: 2 jax processes x 1 CPU device, through
 launch/local_multiprocess.py and vp_jax.distributed, train, checkpoint jointly (Orbax) and resume, and
-match a single-process run over 2 simulated devices of the same global batches."""
+match a single-process run over 2 simulated devices of the same global batches; and a preemption
+notice (SIGTERM) to one of the processes stops both at one jointly saved step."""
 import concurrent.futures
 import json
 import os
