@@ -40,8 +40,9 @@ def prefix_lm_mask(length: int, prefix_length: jax.Array, key_valid: jax.Array) 
 
 
 class Attention(nnx.Module):
-  """Keys and values are kept as [B, G, S, K] (kv-head major), the layout XLA's batched dot wants,
-  so attending to a long KV cache never transposes it."""
+  """Query/key/value/output projections and the attention itself. In training and prefill keys
+  and values are [B, G, L, K] (kv-head major); the decode cache holds them as [B*G, K, S] and
+  [B*G, S, K] (module docstring), so attending to a long cache never transposes it."""
 
   def __init__(self, cfg: PrefixLMConfig, *, rngs: nnx.Rngs):
     d, h, g, k = cfg.embed_dim, cfg.num_heads, cfg.kv_heads, cfg.rope_dim
