@@ -21,7 +21,16 @@ _RENAME = {"decoder_input_tokens": "inputs", "decoder_target_tokens": "targets",
 def seqio_lm_batches(mixture_or_task_name: str, task_feature_lengths: Mapping[str, int],
                      batch_size: int, *, split: str = "train", shuffle: bool = True,
                      seed: int = 0, repeat: bool = True) -> TfDatasetIterator:
-  """Decoder-only LM batches {inputs, targets, loss_mask} [local_batch, L] from seqio."""
+  """Decoder-only LM batches {inputs, targets, loss_mask} [local_batch, L] from seqio.
+
+  With an "inputs" feature in `task_feature_lengths` each row is inputs then targets, and seqio's
+  `decoder_causal_attention` (1 over the BOS and the inputs: the prefix a prefix LM would attend to
+  bidirectionally) is dropped, so the batches carry no prefix mask. That is safe for the model
+  trained on them today, the causal `ToyLM` (through `vp_jax.train.run.train`; the VideoPoet prefix
+  LM has its own input pipeline, `vp_jax.train.run_lm`): `loss_mask` is 0 on the inputs part, so
+  the inputs act as causal context only and the loss is the targets' alone. A model that needs the
+  prefix mask must not read these batches.
+  """
   count, index = jax.process_count(), jax.process_index()
   if batch_size % count:
     raise ValueError(f"batch_size {batch_size} is not divisible by {count} processes.")

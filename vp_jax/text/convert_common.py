@@ -114,7 +114,12 @@ def _cast(x: np.ndarray, shape: tuple[int, ...], name: str, dtype: np.dtype) -> 
 
 def flatten(tree: Mapping, prefix: str = "", *,
             is_leaf: Callable[[Mapping], bool] | None = None) -> dict[str, object]:
-  """Nested dict -> {"a/b/c": leaf}; a mapping for which `is_leaf` is true stays one leaf."""
+  """Nested dict -> {"a/b/c": leaf}; a mapping for which `is_leaf` is true stays one leaf.
+
+  An empty sub-mapping has no leaves and leaves no key, as with `flax.traverse_util.flatten_dict`'s
+  default: a parameter tree's empty module holds no weights, so a checkpoint and the model's
+  template agree on the names that carry arrays. Hence `unflatten(flatten(t)) == t` exactly when
+  `t` has no empty sub-mapping."""
   out = {}
   for k, v in tree.items():
     if isinstance(v, Mapping) and not (is_leaf and is_leaf(v)):

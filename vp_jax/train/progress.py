@@ -35,7 +35,7 @@ class Progress:
     rate = done / elapsed if elapsed > 0 and done > 0 else 0.0
     eta = (self.total - step) / rate if rate > 0 else float("nan")
     width = 20
-    filled = int(width * step / max(self.total, 1))
+    filled = min(width, int(width * step / max(self.total, 1)))   # a resumed run may pass total
     bar = "#" * filled + "." * (width - filled)
     parts = [f"{self.desc} [{bar}] {step}/{self.total}", f"{rate:.2f} {self.unit}/s",
              f"ETA {format_duration(eta) if eta == eta else '--:--'}"]
