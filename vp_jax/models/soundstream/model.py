@@ -73,7 +73,9 @@ class SoundStream(nnx.Module):
     rvq = self.quantizer(self.encoder(self._trim(wave)), train=train, update=update, key=key)
     return self.decoder(rvq.quantized), rvq
 
-  def discriminate(self, wave: jax.Array):
+  def discriminate(self, wave: jax.Array) -> list[tuple[jax.Array, list[jax.Array]]]:
+    """wave [B, N] -> one (logits, feature maps) per sub-discriminator: the STFT discriminators
+    (one per window) first, then the waveform discriminator's scales."""
     return self.stft_disc(wave) + self.wave_disc(wave)
 
   # --- training ----------------------------------------------------------------------------------
