@@ -1,7 +1,10 @@
-"""Small builders shared by the tests: a tiny LM trainer over a chosen device subset."""
+"""Small builders shared by the tests: a tiny LM trainer over a chosen device subset, and the
+benchmark scripts loaded as modules."""
 from __future__ import annotations
 
+import importlib.util
 import os
+import pathlib
 import signal
 
 import jax
@@ -110,3 +113,15 @@ class TwoGroupGAN(nnx.Module):
       loss = (jnp.mean(jax.nn.relu(1 - self.disc(batch["real"])))
               + jnp.mean(jax.nn.relu(1 + self.disc(jax.lax.stop_gradient(fake)))))
     return loss, {}
+
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def load_benchmark(name: str):
+  """benchmarks/<name>.py as a fresh module object (the folder is not a package; each call
+  executes the script's top level again, so a test may patch the module it gets freely)."""
+  spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", BENCHMARKS / f"{name}.py")
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod

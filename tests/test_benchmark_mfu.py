@@ -1,8 +1,6 @@
 """benchmarks/mfu.py: its FLOP accounting (checked by hand and against XLA's own count) and its timers."""
 import dataclasses
-import importlib.util
 import math
-import pathlib
 
 import jax
 import jax.numpy as jnp
@@ -11,10 +9,9 @@ from flax import nnx
 
 from vp_jax.models.toy_lm import PRESETS, ToyLM, ToyLMConfig
 
-_PATH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "mfu.py"
-_spec = importlib.util.spec_from_file_location("benchmarks_mfu", _PATH)
-mfu = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(mfu)
+from tests.helpers import load_benchmark
+
+mfu = load_benchmark("mfu")
 
 
 def _xla_flops(fn, *args) -> float:

@@ -3,8 +3,6 @@ torch.utils.flop_counter (checked by hand), the magvit2-pytorch layout mapping, 
 package's submodule without its __init__, and the subprocess runner's failure reports. The
 reference models themselves need the separate torch 2.11 venv and are exercised by
 `make bench-torchref`, not here."""
-import importlib.util
-import pathlib
 import sys
 
 import jax
@@ -12,18 +10,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-_BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+from tests.helpers import load_benchmark
 
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(f"benchmarks_{name}", _BENCH / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
-flop_count = _load("flop_count")
-torchref = _load("torchref")
+flop_count = load_benchmark("flop_count")
+torchref = load_benchmark("torchref")
 
 
 def test_dot_and_conv_flops_by_hand():

@@ -18,27 +18,18 @@ compile on 2 busy cores (audio bench_jax and main); data_pipeline's lm_step_seco
 prefix LM trainer compile) and main (~12 s; its other parts are tested one by one); a second
 MAGVIT variant (1x1x1 upsampling, bfloat16).
 """
-import importlib.util
 import json
 import math
 import os
-import pathlib
 import re
 
 import jax
 import numpy as np
 import pytest
 
+from tests.helpers import load_benchmark
 from tokenize_fakes import FakeAudio, FakeText
 
-_BENCH = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
-
-
-def _load(name):
-  spec = importlib.util.spec_from_file_location(f"smoke_bench_{name}", _BENCH / f"{name}.py")
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
 
 
 class ScriptedClock:
@@ -82,7 +73,7 @@ def _floats(pattern, text):
 
 
 # -- mfu.py ----------------------------------------------------------------------------------------
-mfu = _load("mfu")
+mfu = load_benchmark("mfu")
 
 
 def test_time_matmul_is_the_best_of_its_repeats(monkeypatch):
@@ -164,7 +155,7 @@ def test_mfu_main_end_to_end(monkeypatch, capsys):
 
 
 # -- prefix_lm_decode.py ---------------------------------------------------------------------------
-pld = _load("prefix_lm_decode")
+pld = load_benchmark("prefix_lm_decode")
 
 
 def test_loss_temp_bytes_by_hand():
@@ -206,7 +197,7 @@ def test_prefix_lm_decode_main_end_to_end(monkeypatch, capsys):
 
 
 # -- video_tokenizer.py ----------------------------------------------------------------------------
-vt = _load("video_tokenizer")
+vt = load_benchmark("video_tokenizer")
 
 # MAGVIT `tiny` (widths 8, 8, 16, 16; 1 residual block per level; 18-bit LFQ) on 1 x 5 x 8 x 8
 # clips, layer by layer: (output positions, in, out, kernel taps) of every convolution. Encoder:
@@ -319,7 +310,7 @@ def test_video_bench_jax_variants(monkeypatch, tiny_clips):
 
 
 # -- audio_tokenizer.py ----------------------------------------------------------------------------
-at = _load("audio_tokenizer")
+at = load_benchmark("audio_tokenizer")
 
 
 def test_audio_clips_are_the_documented_input():
@@ -389,7 +380,7 @@ def test_audio_tokenizer_main_end_to_end(capsys, tmp_path):
 
 
 # -- torchref.py (the reference side, in the reference venv) ---------------------------------------
-torchref = _load("torchref")
+torchref = load_benchmark("torchref")
 
 
 def test_torchref_main_usage():
@@ -458,7 +449,7 @@ def test_audio_bench_torch_in_the_reference_venv():
 
 
 # -- data_pipeline.py ------------------------------------------------------------------------------
-dp = _load("data_pipeline")
+dp = load_benchmark("data_pipeline")
 
 
 @pytest.fixture(scope="module")
@@ -579,7 +570,7 @@ def test_data_pipeline_main_end_to_end(capsys):
 
 # -- text_encoder.py, agd_padding.py ---------------------------------------------------------------
 def test_text_encoder_main_end_to_end(monkeypatch, capsys):
-  te = _load("text_encoder")
+  te = load_benchmark("text_encoder")
   clock = ScriptedClock([0.5])                       # one timed call after the warm-up
   monkeypatch.setattr(te, "time", clock)
   r = te.main(["--preset", "demo", "--num_texts", "8", "--batch_size", "8", "--repeats", "1"])
@@ -593,7 +584,7 @@ def test_text_encoder_main_end_to_end(monkeypatch, capsys):
 
 
 def test_agd_padding_main_end_to_end(capsys):
-  agd = _load("agd_padding")
+  agd = load_benchmark("agd_padding")
   r = agd.main([])
   out = capsys.readouterr().out
   lengths = {k: int(n) for k, n in re.findall(r"^(\w+)\s+(\d+) tokens$", out, re.M)}

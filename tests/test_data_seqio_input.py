@@ -1,7 +1,7 @@
 """`seqio_lm_batches` on a throwaway seqio task: the renamed decoder-only features, their padding
-and loss mask for prefix-LM (inputs + targets) and LM (targets only) lengths, the row order without
-shuffling, the end of a single epoch, a shuffled stream resumed from its batch count; and the error
-for an unknown name."""
+and loss mask for prefix-LM (inputs + targets) and LM (targets only) lengths, the prefix mask they
+leave out, the row order without shuffling, the end of a single epoch, a shuffled stream resumed
+from its batch count; and the error for an unknown name."""
 import numpy as np
 import pytest
 import seqio
@@ -55,6 +55,27 @@ def test_prefix_lm_lengths_give_inputs_then_targets_with_loss_on_targets():
   assert it.get_state() == {"batches_consumed": 2}
   # Repeated: the third batch starts the second epoch.
   np.testing.assert_array_equal(next(it)["targets"], first["targets"])
+
+
+def test_the_dropped_prefix_mask_covers_only_unweighted_positions_but_the_first_target():
+  """The batches leave out seqio's `decoder_causal_attention` (1 over BOS + the inputs). Of those
+  positions only the last has loss weight, where the whole prefix predicts the first target token,
+  which a causal model also sees in full; so the causal ToyLM's loss is over the same tokens."""
+  lengths = {"inputs": 3, "targets": 4}
+  raw = next(seqio.get_dataset(
+      TASK, lengths, dataset_split="train", shuffle=False, num_epochs=1,
+      feature_converter=seqio.DecoderFeatureConverter(pack=False)).batch(4).as_numpy_iterator())
+  prefix = raw["decoder_causal_attention"]
+  np.testing.assert_array_equal(prefix, [[1, 1, 1, 0, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0],
+                                         [1, 1, 1, 1, 0, 0, 0], [1, 1, 0, 0, 0, 0, 0]])
+  b = next(seqio_lm_batches(TASK, lengths, 4, shuffle=False, repeat=False))
+  assert "decoder_causal_attention" not in b and set(b) == {"inputs", "targets", "loss_mask"}
+  np.testing.assert_array_equal(b["inputs"], raw["decoder_input_tokens"])
+  np.testing.assert_array_equal(b["targets"], raw["decoder_target_tokens"])
+  np.testing.assert_array_equal(b["loss_mask"], raw["decoder_loss_weights"])
+  for row, i in enumerate(INPUTS["train"]):
+    np.testing.assert_array_equal(b["loss_mask"][row, :len(i) + 1] * prefix[row, :len(i) + 1],
+                                  [0] * len(i) + [1])
 
 
 def test_targets_only_lengths_give_lm_rows_of_the_targets():
