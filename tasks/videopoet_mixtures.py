@@ -33,7 +33,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Mapping, Sequence
 
-from vp_jax.data.mixing import RateSchedule, Stage, register_schedule
+from vp_jax.data.mixing import RateSchedule, Stage, is_registered, register_schedule
 from vp_jax.sequence.vocab import Vocabulary
 from vp_jax.tasks.videopoet import IMAGE_KINDS, KINDS, Registered, register_tasks
 
@@ -99,7 +99,14 @@ class Registration:
 
 def register_mixtures(regs: Sequence[Registered], *, prefix: str = "vp",
                       overwrite: bool = False) -> dict[str, str]:
-  """Registers the mixtures of the table above over the tasks of `regs`."""
+  """Registers the mixtures of the table above over the tasks of `regs`. Without `overwrite`, a
+  name already taken raises before anything is registered, so a failed call leaves no half set."""
+  if not overwrite:
+    taken = [n for n in [f"{prefix}_{row}" for row in ROWS] + [f"{prefix}_pretrain"]
+             if is_registered(n)]
+    if taken:
+      raise ValueError(f"register_mixtures: {', '.join(map(repr, taken))} already registered "
+                       f"(pass overwrite=True to replace them); nothing was registered.")
   status: dict[str, str] = {}
   for row, columns in ROWS.items():
     name = f"{prefix}_{row}"

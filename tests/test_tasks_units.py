@@ -13,7 +13,7 @@ import seqio
 import tensorflow as tf
 
 from vp_jax.data import mixing
-from vp_jax.data.mixing import RateSchedule, schedule_for
+from vp_jax.data.mixing import RateSchedule, Stage, register_schedule, schedule_for
 from vp_jax.data.tokenize import features as features_lib
 from vp_jax.models.prefix_lm.config import SMALL_VOCAB
 from vp_jax.sequence import layout as L
@@ -307,8 +307,26 @@ def test_register_mixtures_names_and_rates(data):
     assert _rate(mix, t["text_to_image"]) == pytest.approx(image)
     assert _rate(mix, t["text_to_video"]) == pytest.approx((1 - image) / 10)
     assert _rate(mix, t["stylization_first_frame"]) == pytest.approx((1 - image) / 20)
-  with pytest.raises(ValueError, match=f"schedule '{P}_t2v' is already registered"):
+  with pytest.raises(ValueError, match=f"register_mixtures: '{P}_t2v', '{P}_t2v_i'"):
     vm.register_mixtures([vid, img], prefix=P)
+
+
+def test_register_mixtures_refuses_a_taken_name_before_registering_any(data):
+  """Only the last row's name is taken: the call raises naming it, and no earlier row (nor the
+  pretraining schedule) is left registered."""
+  vid = register_tasks(data["vid"], vocab=SMALL_VOCAB, prefix=f"{P}_atomic_v", overwrite=True)
+  img = register_tasks(data["img"], vocab=SMALL_VOCAB, prefix=f"{P}_atomic_i", overwrite=True)
+  q = f"{P}_atomic"
+  v2a = vid.tasks["video_to_audio"][0]
+  register_schedule(f"{q}_adapt_v2a", RateSchedule((Stage(0.0, {v2a: 1.0}),)))
+  with pytest.raises(ValueError, match=(f"register_mixtures: '{q}_adapt_v2a' already registered "
+                                        r"\(pass overwrite=True")):
+    vm.register_mixtures([vid, img], prefix=q)
+  assert [n for n in vm.ROWS if mixing.is_registered(f"{q}_{n}")] == ["adapt_v2a"]
+  assert not mixing.is_registered(f"{q}_pretrain")
+  assert f"{q}_t2v" not in seqio.MixtureRegistry.names()
+  status = vm.register_mixtures([vid, img], prefix=q, overwrite=True)
+  assert status[f"{q}_t2v"] == status[f"{q}_adapt_v2a"] == "registered"
 
 
 def test_register_mixtures_says_why_a_mixture_is_missing(data):

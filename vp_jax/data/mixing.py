@@ -103,6 +103,11 @@ def register_schedule(name: str, schedule: RateSchedule, *, overwrite: bool = Fa
   _SCHEDULES[name] = schedule
 
 
+def is_registered(name: str) -> bool:
+  """Whether `register_schedule` holds a schedule called `name`."""
+  return name in _SCHEDULES
+
+
 def schedule_for(name: str) -> RateSchedule:
   """A registered schedule, or a seqio Mixture/Task as a one-stage schedule."""
   if name in _SCHEDULES:
