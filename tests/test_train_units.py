@@ -14,6 +14,7 @@ import optax
 import pytest
 from flax import nnx
 
+from fake_clocks import ManualClock
 from vp_jax.data.iterators import IndexedBatchIterator
 from vp_jax.parallel.mesh import MeshConfig, make_mesh
 from vp_jax.parallel.rules import DEFAULT_RULES
@@ -26,17 +27,9 @@ from vp_jax.train.trainer import Trainer, TrainerConfig, TrainResult
 
 
 # -- Progress --------------------------------------------------------------------------------------
-class Clock:
-  def __init__(self, now=1000.0):
-    self.now = now
-
-  def perf_counter(self):
-    return self.now
-
-
 @pytest.fixture
 def clock(monkeypatch):
-  c = Clock()
+  c = ManualClock(now=1000.0)
   monkeypatch.setattr(progress_lib, "time", types.SimpleNamespace(perf_counter=c.perf_counter))
   return c
 

@@ -1,0 +1,281 @@
+"""Smoke tests of benchmarks/video_tokenizer.py, audio_tokenizer.py and torchref.py: each timing
+function on its smallest configuration, and each script's `main` end to end with its tiniest
+options, so the scripts do not rot silently when the tokenizers they time change.
+
+Figures: a benchmark module's `time` is replaced by a scripted clock (tests/fake_clocks.py:
+`ScriptedClock` returns start/end pairs of given intervals; `ManualClock` moves only when a fake
+says so), so every rate, best-of, median, FLOP/s and MFU figure, returned and printed, must equal
+the one worked out by hand from those intervals. MAGVIT `tiny` FLOP and parameter counts are checked
+layer by layer by hand.
+
+The PyTorch references (`bench_torch`, torchref.bench_magvit / bench_soundstream) need
+magvit2-pytorch / audiolm-pytorch, which live only in `.venv-torchref`: those tests skip without
+them; the spec the JAX side hands over and its "unavailable" path are checked here. Slow (left out
+of the default run): SoundStream `small`, the smallest audio preset, takes ~30-40 s to build and
+compile on 2 busy cores (audio bench_jax and main), and a second MAGVIT variant (1x1x1 upsampling,
+bfloat16).
+"""
+import json
+import math
+import os
+import re
+
+import jax
+import numpy as np
+import pytest
+
+from fake_clocks import ScriptedClock, printed_floats
+from tests.helpers import load_benchmark
+
+
+# -- video_tokenizer.py ----------------------------------------------------------------------------
+vt = load_benchmark("video_tokenizer")
+
+# MAGVIT `tiny` (widths 8, 8, 16, 16; 1 residual block per level; 18-bit LFQ) on 1 x 5 x 8 x 8
+# clips, layer by layer: (output positions, in, out, kernel taps) of every convolution. Encoder:
+# 5x8x8 -> 5x4x4 -> 3x2x2 -> 2x1x1 (space every level, time at the last two).
+_ENC = [(320, 3, 8, 27),                                  # conv_in
+        (320, 8, 8, 27), (320, 8, 8, 27), (80, 8, 8, 27),      # level 0 block, downsample
+        (80, 8, 8, 27), (80, 8, 8, 27), (12, 8, 8, 27),        # level 1 block, downsample (time)
+        (12, 8, 16, 27), (12, 16, 16, 27), (12, 8, 16, 1),     # level 2 block (8 -> 16, skip)
+        (2, 16, 16, 27),                                       # downsample (time)
+        (2, 16, 16, 27), (2, 16, 16, 27),                      # level 3 block
+        (2, 16, 16, 27), (2, 16, 16, 27),                      # mid block
+        (2, 16, 18, 1)]                                        # conv_out to the 18 bits
+# Decoder: conv_in, mid, then per level a block and a depth-to-space upsampling conv (to t*4*C).
+_DEC = [(2, 18, 16, 27), (2, 16, 16, 27), (2, 16, 16, 27),
+        (2, 16, 16, 27), (2, 16, 16, 27), (2, 16, 128, 27),    # -> 3x2x2
+        (12, 16, 16, 27), (12, 16, 16, 27), (12, 16, 128, 27),  # -> 5x4x4
+        (80, 16, 8, 27), (80, 8, 8, 27), (80, 16, 8, 1), (80, 8, 32, 27),   # -> 5x8x8
+        (320, 8, 8, 27), (320, 8, 8, 27), (320, 8, 3, 27)]
+_ADAGN = [(2, 16), (3, 16), (5, 16), (5, 8)]   # (frames, width): latent [.., 18] @ [18, 2 width]
+_GROUP_NORM_WIDTHS = [8, 8, 8, 8, 8, 16, 16, 16, 16, 16, 16,          # encoder (+ norm_out)
+                      16, 16, 16, 16, 16, 16, 16, 8, 8, 8, 8]         # decoder (+ norm_out)
+_conv_flops = lambda layers: sum(2 * p * cin * cout * k for p, cin, cout, k in layers)
+TINY_ENCODE_FLOPS = _conv_flops(_ENC)
+TINY_DECODE_FLOPS = _conv_flops(_DEC) + sum(2 * t * 18 * 2 * c for t, c in _ADAGN)
+TINY_PARAMS = (sum(k * cin * cout + cout for _, cin, cout, k in _ENC + _DEC)
+               + sum(18 * 2 * c + 2 * c for _, c in _ADAGN) + 2 * sum(_GROUP_NORM_WIDTHS))
+
+
+def test_tiny_hand_counts():
+  assert (TINY_ENCODE_FLOPS, TINY_DECODE_FLOPS, TINY_PARAMS) == (3_888_768, 6_618_560, 235_861)
+
+
+@pytest.fixture(scope="module")
+def tiny_clips():
+  from vp_jax.models.magvit import synthetic
+  clips = synthetic.moving_shapes_batch(0, 0, 1, 5, 8, 8)
+  assert clips.shape == (1, 5, 8, 8, 3) and clips.dtype == np.uint8
+  return clips
+
+
+def test_video_bench_torch_spec_and_unavailable_reference(monkeypatch, tiny_clips, tmp_path):
+  seen = {}
+
+  def fake_reference(kind, spec, array, python):
+    seen.update(kind=kind, spec=spec, array=array, python=python)
+    return "stub"
+
+  monkeypatch.setattr(vt, "run_reference", fake_reference)
+  assert vt.bench_torch("tiny", tiny_clips, 3, 2, "/some/python") == "stub"
+  assert seen["kind"] == "magvit" and seen["array"] is tiny_clips
+  assert seen["spec"] == {"filters": 8, "channel_multipliers": [1, 1, 2, 2], "num_res_blocks": 1,
+                          "temporal_downsample": [False, True, True], "embedding_dim": 18,
+                          "repeats": 3, "threads": 2}
+  monkeypatch.undo()
+  missing = str(tmp_path / "python")
+  assert vt.bench_torch("tiny", tiny_clips, 1, 1, missing) == \
+      f"no interpreter at {missing} (make .venv-torchref/.installed)"
+
+
+def test_video_tokenizer_main_end_to_end(monkeypatch, capsys, tmp_path):
+  # The peak is mfu.py's (tested above); a fixed 8 GFLOP/s here. One timed encode and one timed
+  # decode after the warm-up. Only the 3x3x3-upsampling variant (each variant is a compile).
+  peak_kwargs = []
+  monkeypatch.setattr(vt, "measure_matmul_peak", lambda **kw: peak_kwargs.append(kw) or 8.0)
+  clock = ScriptedClock([2 ** -10, 2 ** -9])
+  monkeypatch.setattr(vt, "time", clock)
+  missing = str(tmp_path / "python")
+  r = vt.main(["--configs", "tiny", "--frames", "5", "--size", "8", "--repeats", "1",
+               "--upsample_kernels", "3", "--threads", "1", "--torch_python", missing])
+  out = capsys.readouterr().out
+  assert clock.done and peak_kwargs == [{"repeats": 3}]
+  assert set(r) == {"tiny"} and set(r["tiny"]) == {"jax_up3"}
+  res = r["tiny"]["jax_up3"]
+  assert (res["config"], res["dtype"], res["params"]) == ("tiny", "float32", TINY_PARAMS)
+  assert res["encode_flops"] == TINY_ENCODE_FLOPS and res["decode_flops"] == TINY_DECODE_FLOPS
+  assert res["encode_fps"] == 5 * 2 ** 10 and res["decode_fps"] == 5 * 2 ** 9
+  assert res["encode_gflops"] == pytest.approx(TINY_ENCODE_FLOPS * 2 ** 10 / 1e9)
+  assert res["decode_gflops"] == pytest.approx(TINY_DECODE_FLOPS * 2 ** 9 / 1e9)
+  assert res["encode_peak_frac"] == pytest.approx(res["encode_gflops"] / 8.0)
+  assert res["decode_peak_frac"] == pytest.approx(res["decode_gflops"] / 8.0)
+  # XLA's count: the convs (at least half of ours) plus elementwise work; not our convention.
+  assert res["encode_xla_flops"] > TINY_ENCODE_FLOPS / 2 and res["decode_xla_flops"] > 0
+  assert "matmul peak: 8.0 GFLOP/s" in out
+  assert "tiny 1x5x8x8, 3x3x3 upsampling convs, float32 activations" in out
+  figures = re.findall(r"(encode|decode) ([\d.]+) frames/s \(([\d.]+) GFLOP, ([\d.]+) GFLOP/s, "
+                       r"(\d+)% of peak\)", out)
+  # Encode 3.89 MFLOP in 2^-10 s = 3.98 GFLOP/s; decode 6.62 MFLOP in 2^-9 s = 3.39 GFLOP/s.
+  assert figures == [("encode", "5120.00", "0.0", "4.0", "50"),
+                     ("decode", "2560.00", "0.0", "3.4", "42")]
+  assert printed_floats(r"vp_jax \(([\d.]+)M params\)", out) == [0.24]
+  assert out.count(f"magvit2-pytorch: unavailable (no interpreter at {missing}") == 1
+
+
+@pytest.mark.slow  # ~10 s: another tokenizer compile
+def test_video_bench_jax_variants(monkeypatch, tiny_clips):
+  clock = ScriptedClock([2 ** -10, 2 ** -11])
+  monkeypatch.setattr(vt, "time", clock)
+  r = vt.bench_jax("tiny", tiny_clips, repeats=1, peak=8.0, upsample_kernel=1, dtype="bfloat16")
+  assert clock.done and vt._key(1, "bfloat16") == "jax_up1_bfloat16" and vt._key(3, "float32") \
+      == "jax_up3"
+  # 1x1x1 upsampling convs: the three upsampling convs' 27 taps become 1; bfloat16 activations
+  # change no count.
+  ups = [layer for layer in _DEC if layer[2] in (128, 32)]
+  decode_flops = TINY_DECODE_FLOPS - 26 * sum(2 * p * a * b for p, a, b, _ in ups)
+  assert decode_flops == 4_062_656 and r["decode_flops"] == decode_flops
+  assert r["encode_flops"] == TINY_ENCODE_FLOPS and r["dtype"] == "bfloat16"
+  assert r["params"] == TINY_PARAMS - 26 * sum(a * b for _, a, b, _ in ups)
+  assert r["decode_fps"] == 5 * 2 ** 11
+  assert r["decode_gflops"] == pytest.approx(decode_flops * 2 ** 11 / 1e9)
+
+
+# -- audio_tokenizer.py ----------------------------------------------------------------------------
+at = load_benchmark("audio_tokenizer")
+
+
+def test_audio_clips_are_the_documented_input():
+  wave = at.clips(2)
+  assert wave.shape == (2, 34_000) and wave.dtype == np.float32 and at.SECONDS == 2.125
+  assert np.abs(wave).max() <= 1 and 0.25 < wave.std() < 0.35       # 0.3 x N(0, 1), clipped
+  assert (at.clips(2) == wave).all() and not (wave[0] == wave[1]).all()
+
+
+def test_audio_bench_torch_spec_and_unavailable_reference(monkeypatch, tmp_path):
+  from vp_jax.models.soundstream.config import preset
+  seen = []
+
+  def fake_reference(*args):
+    seen.append(args)
+    return "stub"
+
+  monkeypatch.setattr(at, "run_reference", fake_reference)
+  wave = np.zeros((1, 16), np.float32)
+  assert at.bench_torch(preset("small"), wave, 5, 2, "/some/python") == "stub"
+  (kind, spec, array, python), = seen
+  assert (kind, python) == ("soundstream", "/some/python") and array is wave
+  assert spec == {"channels": 8, "strides": [2, 4, 5, 8], "channel_mults": [2, 4, 8, 16],
+                  "dilations": [1, 3, 9], "embed_dim": 64, "codebook_size": 1024,
+                  "num_levels": 4, "sample_rate": 16_000, "repeats": 5, "threads": 2}
+  json.dumps(spec)                                   # what run_reference hands over
+  monkeypatch.undo()
+  missing = str(tmp_path / "python")
+  assert at.bench_torch(preset("small"), wave, 1, 1, missing) == \
+      f"no interpreter at {missing} (make .venv-torchref/.installed)"
+
+
+@pytest.mark.slow  # ~30-40 s: builds SoundStream `small` (with its discriminators) and compiles it
+def test_audio_bench_jax_figures(monkeypatch):
+  from flax import nnx
+  from vp_jax.models.soundstream.config import preset
+  from vp_jax.models.soundstream.model import SoundStream
+  clock = ScriptedClock([0.5, 0.125, 0.25, 1.0, 0.75, 0.5])  # encode x 3, decode x 3: medians
+  monkeypatch.setattr(at, "time", clock)
+  r = at.bench_jax("small", at.clips(1), repeats=3)
+  assert clock.done
+  assert r["encode_s"] == 0.25 and r["decode_s"] == 0.75 and r["config"] == preset("small")
+  # Codec parameters: the encoder's and decoder's, not the discriminators'.
+  with nnx.use_eager_sharding(False):
+    model = nnx.eval_shape(lambda: SoundStream(preset("small"), rngs=nnx.Rngs(0)))
+  count = lambda m: sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
+  assert r["params"] == count(model.encoder) + count(model.decoder) < count(model)
+
+
+@pytest.mark.slow  # ~30-40 s, as above
+def test_audio_tokenizer_main_end_to_end(capsys, tmp_path):
+  missing = str(tmp_path / "python")
+  r = at.main(["--batch", "1", "--repeats", "1", "--presets", "small", "--threads", "1",
+               "--torch_python", missing])
+  out = capsys.readouterr().out
+  jax_r = r["small"]["jax"]
+  assert set(r["small"]) == {"jax"}
+  assert 0 < jax_r["encode_s"] < 60 and 0 < jax_r["decode_s"] < 60
+  (line,) = [l for l in out.splitlines() if "vp_jax small" in l]
+  enc_rt, enc_ms, dec_rt, dec_ms = printed_floats(
+      r"([\d.]+)x(?: real time)? \(\s*([\d.]+) ms\)", line)
+  assert enc_rt == pytest.approx(at.SECONDS / jax_r["encode_s"], abs=0.051)
+  assert enc_ms == pytest.approx(jax_r["encode_s"] * 1e3, abs=0.051)
+  assert dec_rt == pytest.approx(at.SECONDS / jax_r["decode_s"], abs=0.051)
+  assert dec_ms == pytest.approx(jax_r["decode_s"] * 1e3, abs=0.051)
+  assert printed_floats(r"\(([\d.]+)M codec params\)", line) == [round(jax_r["params"] / 1e6, 2)]
+  assert f"audiolm-pytorch small: unavailable (no interpreter at {missing}" in out
+
+
+# -- torchref.py (the reference side, in the reference venv) ---------------------------------------
+torchref = load_benchmark("torchref")
+
+
+def test_torchref_main_usage():
+  with pytest.raises(SystemExit, match="usage: torchref.py magvit|soundstream"):
+    torchref.main(["nope", "{}", "x.npy"])
+
+
+def test_torchref_bench_magvit():
+  pytest.importorskip("magvit2_pytorch")            # (imports torch; absent: skip without it)
+  pytest.importorskip("torch")
+  from vp_jax.models.magvit import preset
+  from vp_jax.models.magvit import synthetic
+  cfg = preset("tiny")
+  spec = {"filters": cfg.filters, "channel_multipliers": list(cfg.channel_multipliers),
+          "num_res_blocks": cfg.num_res_blocks,
+          "temporal_downsample": list(cfg.temporal_downsample),
+          "embedding_dim": cfg.embedding_dim, "repeats": 2, "threads": 1}
+  clips = synthetic.moving_shapes_batch(0, 0, 1, 5, 16, 16)
+  r = torchref.bench_magvit(spec, clips)
+  assert len(r["encode_all_s"]) == len(r["decode_all_s"]) == 2
+  assert r["encode_s"] == min(r["encode_all_s"]) and r["decode_s"] == min(r["decode_all_s"])
+  assert r["encode_fps"] == pytest.approx(5 / r["encode_s"])
+  assert r["decode_fps"] == pytest.approx(5 / r["decode_s"])
+  assert r["layers"] == [list(l) for l in torchref.magvit_layers(8, [1, 1, 2, 2], 1,
+                                                                 [False, True, True])]
+  assert r["recon_shape"][:2] == [1, 3] and r["recon_shape"][-2:] == [16, 16]
+  assert r["threads"] == 1 and r["params"] > 0 and r["encode_flops"] > 0 and r["decode_flops"] > 0
+
+
+def test_torchref_bench_soundstream():
+  pytest.importorskip("audiolm_pytorch")
+  pytest.importorskip("torch")
+  spec = {"channels": 8, "strides": [2, 4, 5, 8], "channel_mults": [2, 4, 8, 16],
+          "dilations": [1, 3, 9], "embed_dim": 64, "codebook_size": 1024, "num_levels": 4,
+          "sample_rate": 16_000, "repeats": 3, "threads": 1}
+  r = torchref.bench_soundstream(spec, at.clips(1))
+  assert len(r["encode_all_s"]) == len(r["decode_all_s"]) == 3
+  assert r["encode_s"] == sorted(r["encode_all_s"])[1]
+  assert r["decode_s"] == sorted(r["decode_all_s"])[1]
+  assert 106 in r["codes_shape"] and 4 in r["codes_shape"]   # 34,000 // 320 frames x 4 levels
+  assert r["threads"] == 1 and r["params"] > 0 and r["encode_flops"] > 0
+
+
+def _reference_python():
+  python = os.environ.get("TORCHREF_PYTHON", torchref.DEFAULT_PYTHON)
+  if not os.path.exists(python):
+    pytest.skip(f"no reference venv at {python} (make .venv-torchref/.installed)")
+  return python
+
+
+def test_video_bench_torch_in_the_reference_venv():
+  python = _reference_python()
+  from vp_jax.models.magvit import synthetic
+  clips = synthetic.moving_shapes_batch(0, 0, 1, 5, 16, 16)
+  r = vt.bench_torch("tiny", clips, 1, 1, python)
+  assert isinstance(r, dict), r
+  assert r["encode_fps"] == pytest.approx(5 / r["encode_s"]) and r["threads"] == 1
+
+
+def test_audio_bench_torch_in_the_reference_venv():
+  python = _reference_python()
+  from vp_jax.models.soundstream.config import preset
+  r = at.bench_torch(preset("small"), at.clips(1), 1, 1, python)
+  assert isinstance(r, dict), r
+  assert r["encode_s"] > 0 and r["decode_s"] > 0 and r["threads"] == 1
