@@ -101,27 +101,22 @@ def register_mixtures(regs: Sequence[Registered], *, prefix: str = "vp",
                       overwrite: bool = False) -> dict[str, str]:
   """Registers the mixtures of the table above over the tasks of `regs`. Without `overwrite`, a
   name already taken raises before anything is registered, so a failed call leaves no half set."""
+  # name -> how to build its schedule (MissingTasks when `regs` lack a task it needs)
+  one_stage = lambda columns: RateSchedule((Stage(0.0, column_rates(columns, regs)),))
+  builders = {f"{prefix}_{row}": lambda c=columns: one_stage(c) for row, columns in ROWS.items()}
+  builders[f"{prefix}_pretrain"] = lambda: pretraining_schedule(regs)
   if not overwrite:
-    taken = [n for n in [f"{prefix}_{row}" for row in ROWS] + [f"{prefix}_pretrain"]
-             if is_registered(n)]
+    taken = [n for n in builders if is_registered(n)]
     if taken:
       raise ValueError(f"register_mixtures: {', '.join(map(repr, taken))} already registered "
                        f"(pass overwrite=True to replace them); nothing was registered.")
   status: dict[str, str] = {}
-  for row, columns in ROWS.items():
-    name = f"{prefix}_{row}"
+  for name, build in builders.items():
     try:
-      register_schedule(name, RateSchedule((Stage(0.0, column_rates(columns, regs)),)),
-                        overwrite=overwrite)
+      register_schedule(name, build(), overwrite=overwrite)
       status[name] = "registered"
     except MissingTasks as e:
       status[name] = str(e)
-  name = f"{prefix}_pretrain"
-  try:
-    register_schedule(name, pretraining_schedule(regs), overwrite=overwrite)
-    status[name] = "registered"
-  except MissingTasks as e:
-    status[name] = str(e)
   return status
 
 
