@@ -221,42 +221,6 @@ def test_torchref_main_usage():
     torchref.main(["nope", "{}", "x.npy"])
 
 
-def test_torchref_bench_magvit():
-  pytest.importorskip("magvit2_pytorch")            # (imports torch; absent: skip without it)
-  pytest.importorskip("torch")
-  from vp_jax.models.magvit import preset
-  from vp_jax.models.magvit import synthetic
-  cfg = preset("tiny")
-  spec = {"filters": cfg.filters, "channel_multipliers": list(cfg.channel_multipliers),
-          "num_res_blocks": cfg.num_res_blocks,
-          "temporal_downsample": list(cfg.temporal_downsample),
-          "embedding_dim": cfg.embedding_dim, "repeats": 2, "threads": 1}
-  clips = synthetic.moving_shapes_batch(0, 0, 1, 5, 16, 16)
-  r = torchref.bench_magvit(spec, clips)
-  assert len(r["encode_all_s"]) == len(r["decode_all_s"]) == 2
-  assert r["encode_s"] == min(r["encode_all_s"]) and r["decode_s"] == min(r["decode_all_s"])
-  assert r["encode_fps"] == pytest.approx(5 / r["encode_s"])
-  assert r["decode_fps"] == pytest.approx(5 / r["decode_s"])
-  assert r["layers"] == [list(l) for l in torchref.magvit_layers(8, [1, 1, 2, 2], 1,
-                                                                 [False, True, True])]
-  assert r["recon_shape"][:2] == [1, 3] and r["recon_shape"][-2:] == [16, 16]
-  assert r["threads"] == 1 and r["params"] > 0 and r["encode_flops"] > 0 and r["decode_flops"] > 0
-
-
-def test_torchref_bench_soundstream():
-  pytest.importorskip("audiolm_pytorch")
-  pytest.importorskip("torch")
-  spec = {"channels": 8, "strides": [2, 4, 5, 8], "channel_mults": [2, 4, 8, 16],
-          "dilations": [1, 3, 9], "embed_dim": 64, "codebook_size": 1024, "num_levels": 4,
-          "sample_rate": 16_000, "repeats": 3, "threads": 1}
-  r = torchref.bench_soundstream(spec, at.clips(1))
-  assert len(r["encode_all_s"]) == len(r["decode_all_s"]) == 3
-  assert r["encode_s"] == sorted(r["encode_all_s"])[1]
-  assert r["decode_s"] == sorted(r["decode_all_s"])[1]
-  assert 106 in r["codes_shape"] and 4 in r["codes_shape"]   # 34,000 // 320 frames x 4 levels
-  assert r["threads"] == 1 and r["params"] > 0 and r["encode_flops"] > 0
-
-
 def _reference_python():
   python = os.environ.get("TORCHREF_PYTHON", torchref.DEFAULT_PYTHON)
   if not os.path.exists(python):
@@ -265,17 +229,38 @@ def _reference_python():
 
 
 def test_video_bench_torch_in_the_reference_venv():
+  """bench_torch runs torchref.bench_magvit in the reference venv (subprocess, JSON back)."""
   python = _reference_python()
   from vp_jax.models.magvit import synthetic
   clips = synthetic.moving_shapes_batch(0, 0, 1, 5, 16, 16)
-  r = vt.bench_torch("tiny", clips, 1, 1, python)
+  r = vt.bench_torch("tiny", clips, 2, 1, python)
   assert isinstance(r, dict), r
-  assert r["encode_fps"] == pytest.approx(5 / r["encode_s"]) and r["threads"] == 1
+  assert len(r["encode_all_s"]) == len(r["decode_all_s"]) == 2
+  assert r["encode_s"] == min(r["encode_all_s"]) and r["decode_s"] == min(r["decode_all_s"])
+  assert r["encode_fps"] == pytest.approx(5 / r["encode_s"])
+  assert r["decode_fps"] == pytest.approx(5 / r["decode_s"])
+  # the tiny preset's layout (filters 8, multipliers 1,1,2,2, one block, time down at levels 1-2)
+  assert r["layers"] == [list(l) for l in torchref.magvit_layers(8, [1, 1, 2, 2], 1,
+                                                                 [False, True, True])]
+  assert r["layers"][:3] == [["consecutive_residual", 2], ["compress_space", 8],
+                             ["consecutive_residual", 2]]
+  # 5 frames -> 2 latent frames after 4x time compression (with the reference's 3 padding
+  # frames); 16x16 -> 2x2 after 8x space; reconstruction back at [B, 3, T, 16, 16]
+  assert r["recon_shape"][:2] == [1, 3] and r["recon_shape"][-2:] == [16, 16]
+  assert r["codes_shape"][0] == 1 and r["codes_shape"][-2:] == [2, 2]
+  assert r["threads"] == 1 and r["params"] > 0 and r["encode_flops"] > 0 and r["decode_flops"] > 0
+  assert r["torch"].startswith("2.11")
 
 
 def test_audio_bench_torch_in_the_reference_venv():
+  """bench_torch runs torchref.bench_soundstream in the reference venv on our preset's layout."""
   python = _reference_python()
   from vp_jax.models.soundstream.config import preset
-  r = at.bench_torch(preset("small"), at.clips(1), 1, 1, python)
+  r = at.bench_torch(preset("small"), at.clips(1), 3, 1, python)
   assert isinstance(r, dict), r
-  assert r["encode_s"] > 0 and r["decode_s"] > 0 and r["threads"] == 1
+  assert len(r["encode_all_s"]) == len(r["decode_all_s"]) == 3
+  assert r["encode_s"] == sorted(r["encode_all_s"])[1]           # the median of 3
+  assert r["decode_s"] == sorted(r["decode_all_s"])[1]
+  assert 106 in r["codes_shape"] and 4 in r["codes_shape"]   # 34,000 // 320 frames x 4 levels
+  assert r["wave_shape"][-1] == 106 * 320
+  assert r["threads"] == 1 and r["params"] > 0 and r["encode_flops"] > 0
