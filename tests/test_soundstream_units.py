@@ -471,3 +471,19 @@ def test_codebook_state_holds_the_ema_buffers_which_only_update_changes():
   want = np.asarray(rvq.ema_sum[...]) / np.where(reseeded, rvq.dead_code_threshold,
                                                  smoothed)[..., None]
   np.testing.assert_allclose(np.asarray(rvq.codebook[...]), want, rtol=1e-4, atol=1e-6)
+
+
+def test_rvq_output_with_fewer_levels_repeats_norms_and_counts_unused_levels_as_zero():
+  """num_levels=1 of 3: levels 1-2 quantize nothing; their residual norms repeat level 0's (the
+  residual is unchanged) instead of reading 0, and the commitment is level 0's / 3 (dropped levels
+  count 0, as vector-quantize-pytorch's)."""
+  rvq, cb = _hand_rvq()
+  z = np.array([[[10.3, 0.2], [0.1, -9.6]]], np.float32)           # [1, T=2, D]
+  out = nnx.jit(lambda m, z: m(z, num_levels=1))(rvq, jnp.asarray(z))
+  np.testing.assert_array_equal(np.asarray(out.codes)[0, 0], [0, 3])     # 10 b_0, 10 b_3
+  after0 = z[0] - cb[0][[0, 3]]                                      # [[0.3, 0.2], [0.1, 0.4]]
+  rms0 = np.sqrt(np.mean(after0 ** 2))
+  np.testing.assert_allclose(np.asarray(out.residual_norms),
+                             [np.sqrt(np.mean(z ** 2)), rms0, rms0, rms0], rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(out.quantized)[0], cb[0][[0, 3]], atol=1e-6)
+  assert float(out.commitment) == pytest.approx(np.mean(after0 ** 2) / 3, rel=1e-5)

@@ -201,3 +201,17 @@ def test_tokenized_text_is_frozen_and_empty_batches_keep_their_shapes(tokenizer)
   empty = tokenizer.encode([])
   assert empty.ids.shape == empty.mask.shape == (0, 6) and empty.num_truncated.shape == (0,)
   assert [f.name for f in dataclasses.fields(TokenizedText)] == ["ids", "mask", "num_truncated"]
+
+
+@pytest.mark.parametrize("ids, mask, truncated, match", [
+    (np.zeros((2, 6), np.int32), np.ones((2, 5), bool), np.zeros(2, np.int32), r"mask \(2, 5\)"),
+    (np.zeros((2, 6), np.int32), np.ones((2, 6), bool), np.zeros(3, np.int32),
+     r"num_truncated \(3,\)"),
+    (np.zeros(6, np.int32), np.ones(6, bool), np.zeros(1, np.int32), r"ids \(6,\)"),
+    (np.zeros((2, 6), np.float32), np.ones((2, 6), bool), np.zeros(2, np.int32), "float32"),
+    (np.zeros((2, 6), np.int32), np.ones((2, 6), np.int32), np.zeros(2, np.int32),
+     "mask bool"),
+])
+def test_tokenized_text_rejects_fields_that_disagree(ids, mask, truncated, match):
+  with pytest.raises(ValueError, match=match):
+    TokenizedText(ids=ids, mask=mask, num_truncated=truncated)

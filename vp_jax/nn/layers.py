@@ -64,7 +64,12 @@ class RMSNorm(nnx.Module):
 
 
 class Embed(nnx.Module):
-  """Token embedding table [vocab, embed]; `attend` computes logits against it (weight tying)."""
+  """Token embedding table [vocab, embed]; `attend` computes logits against it (weight tying).
+
+  Ids must lie in [0, vocab): inside jit an id out of range cannot raise, and `jnp.take` gives a
+  NaN row for id >= vocab (the trainer then skips the step as non-finite) and wraps negative ids.
+  Ids are range-checked where they are made: `data.lm_examples` (every code against the unified
+  vocabulary, naming the segment) and the tokenizers' `decode`."""
 
   def __init__(self, vocab_size: int, features: int, *, dtype=jnp.float32, init_std: float = 1.0,
                rngs: nnx.Rngs):

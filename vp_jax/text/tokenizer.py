@@ -27,6 +27,16 @@ class TokenizedText:
   mask: np.ndarray           # bool  [B, L], True = real token (pieces and EOS)
   num_truncated: np.ndarray  # int32 [B], pieces dropped to fit L (0 = the whole text is there)
 
+  def __post_init__(self):
+    ids, mask, truncated = (np.asarray(self.ids), np.asarray(self.mask),
+                            np.asarray(self.num_truncated))
+    if ids.ndim != 2 or mask.shape != ids.shape or truncated.shape != ids.shape[:1]:
+      raise ValueError(f"TokenizedText: ids {ids.shape}, mask {mask.shape} and num_truncated "
+                       f"{truncated.shape} must be [B, L], [B, L] and [B].")
+    if not np.issubdtype(ids.dtype, np.integer) or mask.dtype != np.bool_:
+      raise ValueError(f"TokenizedText: ids must be integer and mask bool, got {ids.dtype} and "
+                       f"{mask.dtype}.")
+
 
 class Tokenizer:
   """A SentencePiece model with T5's special ids (pad 0, eos 1, unk 2)."""

@@ -36,8 +36,11 @@ class CodebookState(nnx.Variable):
 class RVQOutput:
   quantized: jax.Array        # [B, T, D] sum of the chosen codes (straight-through to the input)
   codes: jax.Array            # int32 [B, L, T]
-  commitment: jax.Array       # [] mean over levels of ||residual - sg(code)||^2 / D
-  residual_norms: jax.Array   # [L + 1] RMS of the residual before level 0 .. after level L-1
+  commitment: jax.Array       # [] mean over all L levels of ||residual - sg(code)||^2 / D (a
+                              # level's mean over the rows using it; 0 when none does, as the
+                              # null loss of vector-quantize-pytorch's dropped levels)
+  residual_norms: jax.Array   # [L + 1] RMS of the residual before level 0 .. after level L-1, over
+                              # the rows using that level (a level none uses repeats the previous)
   metrics: dict[str, Any]
 
 
@@ -139,7 +142,10 @@ class ResidualVQ(nnx.Module):
       commits.append(jnp.sum(w * jnp.mean((residual - q) ** 2, -1)) / denom)
       quantized = quantized + w[:, None] * q
       residual = residual - w[:, None] * q
-      norms.append(jnp.sqrt(jnp.sum(w * jnp.mean(residual ** 2, -1)) / denom))
+      # over the rows that used this level; a level no row used leaves the residual as it was
+      norms.append(jnp.where(w.sum() > 0,
+                             jnp.sqrt(jnp.sum(w * jnp.mean(residual ** 2, -1)) / denom),
+                             norms[-1]))
       codes.append(idx.reshape(b, t))
       onehot = jax.nn.one_hot(idx, self.codebook_size) * w[:, None]         # [B*T, K]
       counts = onehot.sum(0)
