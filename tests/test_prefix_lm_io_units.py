@@ -80,6 +80,26 @@ def test_embed_inputs_without_text_or_without_a_text_mask(lm):
   np.testing.assert_array_equal(np.asarray(x2), np.asarray(x1))   # the mask never changes x
 
 
+def test_embed_inputs_slots_past_the_text_keep_their_token_row_and_are_invalid(lm):
+  """Text of 2 rows for rows with 3 text slots: the third slot takes no text (it used to repeat
+  text[:, 1]) and is not a valid key, with or without a text mask."""
+  text2 = TEXT[:, :2]
+  table, proj = _np(lm.embed.embedding), _np(lm.text_proj.kernel)
+  projected = text2.astype(np.float64) @ proj                             # [B, 2, D]
+  want = table[TOKENS] * 4.0
+  want[0, 2:4] = projected[0]                                             # slot 2 (pos 4): table
+  want[1, [1, 3]] = projected[1]                                          # slot 2 (pos 5): table
+  for mask in (None, TEXT_MASK[:, :2]):
+    x, valid = _embed(lm, jnp.asarray(TOKENS), jnp.asarray(text2),
+                      None if mask is None else jnp.asarray(mask))
+    np.testing.assert_allclose(np.asarray(x), want, rtol=1e-5, atol=1e-6)
+    want_valid = TOKENS != Special.PAD
+    want_valid[0, 4] = want_valid[1, 5] = False                           # past the text
+    if mask is not None:
+      want_valid[1, 3] = False                                            # text_mask[1, 1]
+    np.testing.assert_array_equal(np.asarray(valid), want_valid)
+
+
 def test_embed_inputs_eager_matches_jit(lm):
   eager = lm.embed_inputs(jnp.asarray(TOKENS), jnp.asarray(TEXT), jnp.asarray(TEXT_MASK))
   jitted = _embed(lm, jnp.asarray(TOKENS), jnp.asarray(TEXT), jnp.asarray(TEXT_MASK))

@@ -89,7 +89,8 @@ class PrefixLM(nnx.Module):
     """tokens [B, L] -> (x [B, L, D], key_valid bool [B, L]).
 
     TEXT_SLOT positions take the projected text embeddings in order (the n-th slot of a row takes
-    text[:, n]); padding and text slots whose text_mask is False are not valid keys."""
+    text[:, n]); padding, text slots whose text_mask is False and slots past text's length (they
+    keep the TEXT_SLOT token's own embedding) are not valid keys."""
     cfg = self.cfg
     x = self.embed(tokens) * jnp.asarray(cfg.embed_dim ** 0.5, self.embed.dtype)
     valid = tokens != Special.PAD
@@ -97,9 +98,12 @@ class PrefixLM(nnx.Module):
     if text is None:
       valid &= ~is_text
     else:
-      slot = jnp.clip(jnp.cumsum(is_text, axis=1) - 1, 0, text.shape[1] - 1)   # [B, L]
+      index = jnp.cumsum(is_text, axis=1) - 1                                    # [B, L]
+      filled = is_text & (index < text.shape[1])
+      valid &= ~is_text | filled
+      slot = jnp.clip(index, 0, text.shape[1] - 1)
       projected = self.text_proj(text)                                           # [B, T, D]
-      x = jnp.where(is_text[..., None],
+      x = jnp.where(filled[..., None],
                     jnp.take_along_axis(projected, slot[..., None], axis=1), x)
       if text_mask is not None:
         valid &= ~is_text | jnp.take_along_axis(text_mask.astype(bool), slot, axis=1)
