@@ -150,7 +150,9 @@ class Checkpointer:
     """The top-level param keys whose moving average committed `step` keeps ([] if none), or
     None when its state has no `ema` field (written before the trainer kept averages)."""
     path = self._check_committed(step)
-    tree = ocp.PyTreeCheckpointer().metadata(os.fspath(path / STATE)).item_metadata
+    # the item handler reads the item's tree metadata directly (PyTreeCheckpointer().metadata
+    # also looks for a step-level _CHECKPOINT_METADATA inside the item and logs a warning)
+    tree = ocp.PyTreeCheckpointHandler().metadata(epath.Path(path) / STATE)
     if tree is None or "ema" not in tree.keys():
       return None
     return sorted(tree["ema"].keys())
