@@ -9,7 +9,7 @@ from PIL import Image
 
 from vp_jax.demo import media
 from vp_jax.demo import run as run_lib
-from vp_jax.demo.config import DemoConfig, preset
+from vp_jax.demo.config import preset
 from vp_jax.demo.report import psnr_db
 from vp_jax.demo.run import STAGES, run_demo
 from vp_jax.io.video import probe, read_frames

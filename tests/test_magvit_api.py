@@ -1,13 +1,12 @@
 """VideoTokenizer API: shapes, pixel ranges, sharded batches, COMMIT, bad input, load from a
 trainer workdir."""
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
 
 from vp_jax.models.magvit import preset, synthetic
-from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
+from vp_jax.models.magvit.tokenizer import create_tokenizer
 from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
 
 TINY = preset("tiny")

@@ -11,7 +11,7 @@ from vp_jax.models.magvit import preset, synthetic
 from vp_jax.models.magvit.inflation import (grow_decoder_blocks, inflate_kernel, inflate_params,
                                             inflate_tokenizer, temporal_tap_update_scale,
                                             temporal_upsample_indices, tie_temporal_subframes)
-from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
+from vp_jax.models.magvit.tokenizer import create_tokenizer
 
 
 def _params(model):

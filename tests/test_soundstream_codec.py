@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from vp_jax.models.soundstream.config import PRESETS, SoundStreamConfig, preset
+from vp_jax.models.soundstream.config import PRESETS, preset
 from vp_jax.models.soundstream.conv import CausalConv1d, CausalConvTranspose1d
 from vp_jax.models.soundstream.model import SoundStream, init_model
 

@@ -6,7 +6,6 @@ as its generator. Pixel-range conversion and input checking live in the public A
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 from flax import nnx
 
 from vp_jax.models.magvit import lfq
