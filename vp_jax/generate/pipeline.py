@@ -47,6 +47,7 @@ class DataShapes:
 
 @dataclasses.dataclass
 class Generation:
+  """One `Generator.generate` call's output: the token rows, the code grids and decoded media."""
   task: str
   tokens: np.ndarray                 # int32 [B, L]: prefix + sampled outputs
   codes: dict[str, np.ndarray]       # Layout.extract: code grids by segment name (+ video/audio)
@@ -55,6 +56,10 @@ class Generation:
 
 
 class Generator:
+  """Task-conditioned sampling from a trained prefix LM: builds the task's layout, tokenizes the
+  conditions (text through `text`, video through `video`, audio through `audio`), samples the
+  output segments with the KV-cache sampler (CFG, top-k/p) and decodes them back to media."""
+
   def __init__(self, lm, mesh: jax.sharding.Mesh, rules, *, video, shapes: DataShapes,
                audio=None, text=None):
     self.lm, self.video, self.audio, self.text, self.shapes = lm, video, audio, text, shapes
@@ -63,6 +68,7 @@ class Generator:
     self.ways = batch_ways(mesh, rules)
 
   def layout(self, task: str, *, with_text: bool, context_frames: int | None = None) -> L.Layout:
+    """The token layout of `task` at the shapes the LM was trained on."""
     s = self.shapes
     return L.make_layout(task, vocab=self.vocab, resolution=s.resolution, num_frames=s.num_frames,
                          latent_hw=s.latent_hw, text_length=s.text_length, with_text=with_text,

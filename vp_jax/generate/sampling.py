@@ -34,6 +34,8 @@ NEG_INF = -1e30
 
 @dataclasses.dataclass(frozen=True)
 class SamplingConfig:
+  """How to sample each output token: temperature, top-k, nucleus (top-p), classifier-free
+  guidance scale."""
   temperature: float = 1.0      # 0 = greedy
   top_k: int = 0                # 0 = no top-k filter
   top_p: float = 1.0            # nucleus mass; 1 = no filter

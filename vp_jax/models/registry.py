@@ -13,10 +13,12 @@ _BUILDERS: dict[type, Callable[..., nnx.Module]] = {}
 
 
 def register(config_type: type, module_cls: Callable[..., nnx.Module]) -> None:
+  """Makes `build_model(config)` build `module_cls(config, rngs=...)` for configs of this type."""
   _BUILDERS[config_type] = module_cls
 
 
 def build_model(config: Any, rngs: nnx.Rngs) -> nnx.Module:
+  """The registered model for `type(config)`; a ValueError naming the known types otherwise."""
   if type(config) not in _BUILDERS:
     raise ValueError(f"No model registered for config type {type(config).__name__}; known: "
                      f"{sorted(t.__name__ for t in _BUILDERS)}.")

@@ -93,6 +93,7 @@ VIDEO_IN, FIRST_FRAME_IN, AUDIO_IN, VIDEO_OUT, AUDIO_OUT = (
 
 @dataclasses.dataclass(frozen=True)
 class Segment:
+  """A named run of positions in a layout: specials, text slots, or a code grid."""
   name: str                 # e.g. "bos", "text", "video_in", "video_out"
   start: int
   length: int
@@ -124,6 +125,8 @@ def audio_frames(num_frames: int, fps: int = FPS) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class Layout:
+  """A task's token sequence (paper Fig. 3): its segments in order, where the prefix ends, and
+  the clip's shapes. `build` turns code grids into token rows, `extract` does the reverse."""
   task: Task
   vocab: Vocabulary
   segments: tuple[Segment, ...]

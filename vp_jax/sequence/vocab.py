@@ -68,6 +68,8 @@ class VocabularyError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Vocabulary:
+  """The unified vocabulary's sizes: specials, then 2^18 visual codes, then the audio levels' codes
+  (level-major); offsets and conversions between codes and ids."""
   visual_codes: int = 2 ** 18
   audio_levels: int = 4
   audio_codes_per_level: int = 1024

@@ -37,6 +37,7 @@ _IN_FLIGHT = 2  # batches dispatched ahead of the host copy (bounds device memor
 
 @dataclasses.dataclass(frozen=True)
 class TextEmbeddings:
+  """A batch of T5 encoder outputs with their padding mask (what the LM's text slots take)."""
   embeddings: np.ndarray     # float32 [B, L, D], 0 where mask is False (L = 64)
   mask: np.ndarray           # bool [B, L], True = real token
   num_truncated: np.ndarray  # int32 [B], SentencePiece pieces dropped to fit L

@@ -23,6 +23,7 @@ EOS_ID = 1
 
 @dataclasses.dataclass(frozen=True)
 class TokenizedText:
+  """A batch of texts as T5 ids, padded to a fixed length (what `Tokenizer.encode` returns)."""
   ids: np.ndarray            # int32 [B, L], PAD_ID after the EOS
   mask: np.ndarray           # bool  [B, L], True = real token (pieces and EOS)
   num_truncated: np.ndarray  # int32 [B], pieces dropped to fit L (0 = the whole text is there)

@@ -62,6 +62,11 @@ def _to_model(frames: jax.Array) -> jax.Array:
 
 
 class VideoTokenizer:
+  """The MAGVIT-v2 tokenizer as the rest of the system uses it: jit-compiled, batch-sharded
+  `encode(frames) -> ids` and `decode(ids) -> frames` ([0, 1] or uint8 frames, int32 ids in
+  [0, 2^D)), COMMIT conditions for inpainting/outpainting, and `load` from a training workdir.
+  Inputs are checked on the host (rank, 1 + 4k frames, range, dtype) before anything runs."""
+
   def __init__(self, config: MagvitConfig, params: dict, mesh: jax.sharding.Mesh | None = None):
     config.validate()
     self.config = config
@@ -101,6 +106,7 @@ class VideoTokenizer:
 
   @classmethod
   def from_module(cls, tokenizer: MagvitTokenizer, mesh=None) -> "VideoTokenizer":
+    """Wraps an in-memory MagvitTokenizer (its config and current weights)."""
     return cls(tokenizer.cfg, nnx.to_pure_dict(nnx.state(tokenizer)), mesh)
 
   def describe(self) -> dict[str, Any]:

@@ -80,6 +80,7 @@ class NonFiniteError(RuntimeError):
 
 @dataclasses.dataclass
 class TrainResult:
+  """What `Trainer.fit` returns: the final state, the logged losses and eval metrics by step."""
   state: state_lib.TrainState
   losses: dict[int, float]           # step number (1-based, after the update) -> loss
   eval_metrics: dict[int, dict[str, float]]
@@ -110,6 +111,11 @@ class _SigtermFlag:
 
 
 class Trainer:
+  """Trains any registered model (`optimizer_groups()` + `loss`) on a device mesh: one AdamW per
+  optimizer group, updated in turn each step; Orbax checkpoints of the train state with the data
+  iterator's position; resume, SIGTERM preemption, non-finite step skipping, eval and metrics.
+  `fit` runs to `config.train_steps`; `close` waits for the last asynchronous save."""
+
   def __init__(self, factory: state_lib.ModelFactory, config: TrainerConfig,
                mesh: jax.sharding.Mesh, rules: LogicalRules, workdir: str | None = None,
                update_scales: Mapping[str, optim.UpdateScale] | None = None):

@@ -40,6 +40,9 @@ def to_model_range(video: jax.Array) -> jax.Array:
 
 
 class MagvitModel(nnx.Module):
+  """The tokenizer's training model for the shared Trainer: the tokenizer (generator group), the 3D
+  discriminator (discriminator group), optional LPIPS, and the step and LeCAM EMA counters."""
+
   def __init__(self, cfg: MagvitConfig, *, rngs: nnx.Rngs):
     cfg.validate()
     self.cfg = cfg

@@ -15,6 +15,9 @@ from vp_jax.models.magvit.encoder import Encoder
 
 
 class MagvitTokenizer(nnx.Module):
+  """MAGVIT-v2's autoencoder: causal 3D CNN encoder, LFQ, decoder. Works in [-1, 1] pixels;
+  `VideoTokenizer` is the checked, jitted API over it."""
+
   def __init__(self, cfg: MagvitConfig, *, rngs: nnx.Rngs):
     cfg.validate()
     self.cfg = cfg

@@ -66,6 +66,11 @@ class Block(nnx.Module):
 
 
 class PrefixLM(nnx.Module):
+  """VideoPoet's decoder-only prefix LM over the unified vocabulary: bidirectional attention over
+  the prefix (conditions), causal over the outputs; T5 text embeddings projected into TEXT_SLOT
+  positions; layers stacked on a [num_layers] axis (scanned). Training: `loss`; sampling:
+  `prefill` then `decode_step` with a KV cache."""
+
   def __init__(self, cfg: PrefixLMConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg
     dt = DTYPES[cfg.dtype]

@@ -35,6 +35,9 @@ class StepCounter(nnx.Variable):
 
 
 class SoundStream(nnx.Module):
+  """SoundStream for the shared Trainer: SEANet encoder, residual VQ, decoder (generator group)
+  and the STFT and waveform discriminators (discriminator group)."""
+
   def __init__(self, cfg: SoundStreamConfig, *, rngs: nnx.Rngs):
     cfg.validate()
     self.cfg = cfg

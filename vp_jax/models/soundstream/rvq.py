@@ -76,6 +76,10 @@ def kmeans(x: jax.Array, weights: jax.Array, num_codes: int, iters: int,
 
 
 class ResidualVQ(nnx.Module):
+  """Residual vector quantizer: `num_levels` codebooks of `codebook_size`, each quantizing what
+  the levels before it left; EMA codebook updates with k-means init and dead-code replacement
+  (SoundStream, Encodec), quantizer dropout in training."""
+
   def __init__(self, num_levels: int, codebook_size: int, dim: int, *, decay: float = 0.99,
                eps: float = 1e-5, dead_code_threshold: float = 2.0, kmeans_iters: int = 10,
                quantizer_dropout: float = 1.0, rngs: nnx.Rngs):
