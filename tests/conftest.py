@@ -15,7 +15,9 @@ import tempfile
 # LLVM optimization level 0: most of the suite is XLA:CPU compiling programs it then runs for a few
 # steps. On the tiny MAGVIT GAN train step (2 devices) it cut the compile from 50.3 to 32.0 s while
 # the step itself went from 0.07 to 0.11 s (2026-12-02); losses stay within ~1e-6 of the optimized
-# build (tests/test_multiprocess.py has used it since it was written).
+# build (tests/test_multiprocess.py has used it since it was written). The slow trainings, which
+# run hundreds of steps, run their launchers as jobs of their own without these flags
+# (tests.helpers.run_launcher): at -O0 SoundStream's GAN steps were over 10x slower.
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8 "
                       "--xla_backend_optimization_level=0")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -1,11 +1,14 @@
-"""Small builders shared by the tests: a tiny LM trainer over a chosen device subset, and the
-benchmark scripts loaded as modules."""
+"""Small builders shared by the tests: a tiny LM trainer over a chosen device subset, the
+benchmark scripts loaded as modules, and training launchers run as real jobs (their own process,
+the machine's devices, XLA's default optimization level) with their logged scalars read back."""
 from __future__ import annotations
 
 import importlib.util
 import os
 import pathlib
 import signal
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -115,7 +118,8 @@ class TwoGroupGAN(nnx.Module):
     return loss, {}
 
 
-BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+REPO = pathlib.Path(__file__).resolve().parents[1]
+BENCHMARKS = REPO / "benchmarks"
 
 
 def load_benchmark(name: str):
@@ -125,3 +129,28 @@ def load_benchmark(name: str):
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
+
+
+def run_launcher(script: str, argv) -> None:
+  """launch/<script> with `argv` in a process of its own, as a user runs it: on the machine's real
+  devices and at XLA's default optimization level. The suite's XLA_FLAGS (8 simulated devices, LLVM
+  -O0 for quick compiles; tests/conftest.py) are dropped: the slow trainings run hundreds of steps,
+  and at -O0 SoundStream's GAN steps ran over 10x slower."""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  subprocess.run([sys.executable, str(REPO / "launch" / script), *argv], env=env, cwd=REPO,
+                 check=True)
+
+
+def logged_scalars(workdir, tag: str) -> dict[int, float]:
+  """step -> value of the scalar `tag` the Trainer logged under `workdir`/tensorboard."""
+  from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+  from tensorboard.util import tensor_util
+  files = sorted((pathlib.Path(workdir) / "tensorboard").glob("events.out.tfevents*"))
+  out: dict[int, float] = {}
+  for f in files:
+    events = EventAccumulator(str(f), size_guidance={"tensors": 0})
+    events.Reload()
+    if tag in events.Tags()["tensors"]:
+      for e in events.Tensors(tag):
+        out[e.step] = float(tensor_util.make_ndarray(e.tensor_proto).reshape(()))
+  return out

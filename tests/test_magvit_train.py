@@ -4,8 +4,6 @@ its stated held-out PSNR (PSNR_TARGET_DB)."""
 import json
 import os
 import re
-import subprocess
-import sys
 
 import jax
 import numpy as np
@@ -25,7 +23,8 @@ from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
 from vp_jax.train.optim import OptimizerConfig
 from vp_jax.train.trainer import Trainer, TrainerConfig
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from tests.helpers import run_launcher
+
 OPT = {"generator": OptimizerConfig(learning_rate=1e-3),
        "discriminator": OptimizerConfig(learning_rate=1e-4)}
 
@@ -210,12 +209,10 @@ HELD_OUT_BLOCKS = 8
 
 
 def run_gin_training(argv):
-  """launch/train_video_tokenizer.py with these flags, in a process of its own on the machine's
-  real devices (the recipe was measured on one CPU device; the suite's 8 simulated devices could
-  not split its batch of 2 clips)."""
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  subprocess.run([sys.executable, os.path.join(REPO, "launch", "train_video_tokenizer.py"), *argv],
-                 env=env, cwd=REPO, check=True)
+  """launch/train_video_tokenizer.py with these flags, as its own job on the machine's real devices
+  (the recipe was measured on one CPU device; the suite's 8 simulated devices could not split its
+  batch of 2 clips)."""
+  run_launcher("train_video_tokenizer.py", argv)
 
 
 @pytest.mark.slow
