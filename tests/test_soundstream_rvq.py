@@ -29,7 +29,10 @@ def test_residuals_shrink_level_by_level_on_random_data():
   assert int(rvq.initialized[...]) == 1
   norms = np.asarray(out.residual_norms)
   assert norms.shape == (5,)
-  assert np.all(np.diff(norms) < 0), norms          # strictly shrinking
+  # Quantizer dropout (1.0 by default) gives each example 1-4 levels; a level no example used
+  # repeats the norm before it (here level 3 of this batch: it used to read 0 and pass as shrinking).
+  assert np.all(np.diff(norms) <= 0), norms
+  assert np.all(np.diff(norms)[:3] < 0), norms       # levels 0-2 are used and shrink strictly
   assert norms[-1] < 0.6 * norms[0], norms
   # At inference (no update) on the same data, the trained codebooks keep shrinking residuals.
   again = run(rvq, z)
