@@ -45,8 +45,7 @@ def _heldout_distance(tok, clips):
 def test_small_preset_reaches_reconstruction_target(tmp_path):
   """The recipe's gin file (models/soundstream_small.gin: Adam b1 0.5 / b2 0.9, 1e-3 / 1e-4,
   constant after warm-up, reconstruction only before ADV_START) shortened to STEPS, run through
-  the launcher as its own job (tests.helpers.run_launcher: at the suite's LLVM -O0 the GAN steps
-  ran over 10x slower)."""
+  the launcher as its own job (tests.helpers.run_launcher)."""
   workdir = str(tmp_path / "run")
   run_launcher("train_audio_tokenizer.py", [
       "--gin_file=models/soundstream_small.gin", f"--gin.MODEL_DIR='{workdir}'",

@@ -67,7 +67,8 @@ class Embed(nnx.Module):
   """Token embedding table [vocab, embed]; `attend` computes logits against it (weight tying).
 
   Ids must lie in [0, vocab): inside jit an id out of range cannot raise, and `jnp.take` gives a
-  NaN row for id >= vocab (the trainer then skips the step as non-finite) and wraps negative ids.
+  NaN row for id >= vocab (the trainer then skips the step as non-finite) and counts negative
+  ids from the end (-1 is the last row).
   Ids are range-checked where they are made: `data.lm_examples` (every code against the unified
   vocabulary, naming the segment) and the tokenizers' `decode`."""
 
