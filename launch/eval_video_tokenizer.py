@@ -45,6 +45,8 @@ def parse_args(argv):
 
 def main(argv):
   args = parse_args(argv)
+  from vp_jax import cpu_allocator
+  cpu_allocator.configure()           # before jax starts its CPU threads
   from vp_jax.models.magvit.evaluate import score_held_out
   from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
   scores = []

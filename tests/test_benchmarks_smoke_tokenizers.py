@@ -1,6 +1,7 @@
-"""Smoke tests of benchmarks/video_tokenizer.py, audio_tokenizer.py and torchref.py: each timing
-function on its smallest configuration, and each script's `main` end to end with its tiniest
-options, so the scripts do not rot silently when the tokenizers they time change.
+"""Smoke tests of benchmarks/video_tokenizer.py, audio_tokenizer.py, torchref.py and
+cpu_allocator.py: each timing function on its smallest configuration, and each script's `main` end
+to end with its tiniest options, so the scripts do not rot silently when the tokenizers they time
+change.
 
 Figures: a benchmark module's `time` is replaced by a scripted clock (tests/fake_clocks.py:
 `ScriptedClock` returns start/end pairs of given intervals; `ManualClock` moves only when a fake
@@ -123,11 +124,50 @@ def test_video_tokenizer_main_end_to_end(monkeypatch, capsys, tmp_path):
   assert out.count(f"magvit2-pytorch: unavailable (no interpreter at {missing}") == 1
 
 
+def _reference_round(encode_s, decode_s):
+  return {"encode_s": encode_s, "decode_s": decode_s, "encode_fps": 5 / encode_s,
+          "decode_fps": 5 / decode_s, "encode_flops": 4e6, "decode_flops": 8e6, "params": 1e5,
+          "torch": "2.11.0+cpu", "threads": 1}
+
+
+def test_keep_faster_keeps_each_operations_best_round():
+  a, b = _reference_round(0.5, 0.25), _reference_round(0.125, 1.0)
+  best = vt._keep_faster(vt._keep_faster(None, a), b)
+  assert (best["encode_s"], best["encode_fps"], best["decode_s"], best["decode_fps"]) == \
+      (0.125, 40.0, 0.25, 20.0)
+  assert a["encode_s"] == 0.5                                 # the rounds themselves untouched
+  assert vt._keep_faster(best, "failed (rc 1): x") == "failed (rc 1): x"
+  assert vt._keep_faster(None, "no interpreter") == "no interpreter"
+
+
+def test_video_tokenizer_main_rounds_alternate_and_keep_each_sides_best(monkeypatch, capsys):
+  # Two rounds: ours times encode then decode each round (2^-10, 2^-9, then 2^-11, 2^-8), and the
+  # reference runs after ours in each round (0.5 / 0.25 s, then 0.125 / 1.0 s).
+  monkeypatch.setattr(vt, "measure_matmul_peak", lambda **kw: 8.0)
+  clock = ScriptedClock([2 ** -10, 2 ** -9, 2 ** -11, 2 ** -8])
+  monkeypatch.setattr(vt, "time", clock)
+  order, rounds = [], iter([_reference_round(0.5, 0.25), _reference_round(0.125, 1.0)])
+  real_time_jax = vt.time_jax
+  monkeypatch.setattr(vt, "time_jax", lambda r, n: order.append("ours") or real_time_jax(r, n))
+  monkeypatch.setattr(vt, "bench_torch", lambda *a: order.append("ref") or next(rounds))
+  r = vt.main(["--configs", "tiny", "--frames", "5", "--size", "8", "--repeats", "1",
+               "--upsample_kernels", "3", "--rounds", "2"])
+  out = capsys.readouterr().out
+  assert clock.done and order == ["ours", "ref", "ours", "ref"]
+  ours, ref = r["tiny"]["jax_up3"], r["tiny"]["torch"]
+  assert (ours["encode_fps"], ours["decode_fps"]) == (5 * 2 ** 11, 5 * 2 ** 9)
+  assert (ref["encode_fps"], ref["decode_fps"]) == (40.0, 20.0)
+  assert "2 round(s)" in out
+  assert f"encode {5 * 2 ** 11 / 40:.2f}x, decode {5 * 2 ** 9 / 20:.2f}x (target >= 2x)" in out
+  assert "tok" not in ours and "x" not in ours                # no arrays in the returned figures
+
+
 @pytest.mark.slow  # ~10 s: another tokenizer compile
 def test_video_bench_jax_variants(monkeypatch, tiny_clips):
   clock = ScriptedClock([2 ** -10, 2 ** -11])
   monkeypatch.setattr(vt, "time", clock)
-  r = vt.bench_jax("tiny", tiny_clips, repeats=1, peak=8.0, upsample_kernel=1, dtype="bfloat16")
+  r = vt.time_jax(vt.bench_jax("tiny", tiny_clips, peak=8.0, upsample_kernel=1, dtype="bfloat16"),
+                  repeats=1)
   assert clock.done and vt._key(1, "bfloat16") == "jax_up1_bfloat16" and vt._key(3, "float32") \
       == "jax_up3"
   # 1x1x1 upsampling convs: the three upsampling convs' 27 taps become 1; bfloat16 activations
@@ -264,3 +304,25 @@ def test_audio_bench_torch_in_the_reference_venv():
   assert 106 in r["codes_shape"] and 4 in r["codes_shape"]   # 34,000 // 320 frames x 4 levels
   assert r["wave_shape"][-1] == 106 * 320
   assert r["threads"] == 1 and r["params"] > 0 and r["encode_flops"] > 0
+
+
+# -- cpu_allocator.py ------------------------------------------------------------------------------
+def test_cpu_allocator_benchmark_alternates_the_arms_and_compares_outputs(monkeypatch, capsys):
+  ca = load_benchmark("cpu_allocator")
+  switched = []
+  monkeypatch.setattr(ca.cpu_allocator, "_mallopt", lambda p, v: switched.append((p, v)))
+  # One round, one timed call per arm and operation: glibc default encode 2^-9 s, decode 2^-8 s,
+  # then keep mapped 2^-10 s and 2^-9 s.
+  clock = ScriptedClock([2 ** -9, 2 ** -8, 2 ** -10, 2 ** -9])
+  monkeypatch.setattr(ca, "time", clock)
+  ca.main(["--config", "tiny", "--frames", "5", "--size", "8", "--rounds", "1", "--calls", "1"])
+  out = capsys.readouterr().out
+  assert clock.done
+  assert switched == [(-8, 1), (-4, 65536), (-1, 128 * 1024), (-4, 0), (-1, 2 ** 31 - 1)]
+  assert "tiny 1x5x8x8: 1 rounds x 1 calls per arm" in out
+  assert printed_floats(r"encode glibc default: min +([\d.]+) ms", out) == [round(1000 / 512, 1)]   # printed to 0.1 ms
+  assert printed_floats(r"decode keep mapped +: min +([\d.]+) ms", out) == [round(1000 / 512, 1)]   # printed to 0.1 ms
+  assert "encode keep mapped / glibc default: 2.00x faster (min), 2.00x (median); outputs " \
+         "identical: True" in out
+  assert "decode keep mapped / glibc default: 2.00x faster (min), 2.00x (median); outputs " \
+         "identical: True" in out
