@@ -52,8 +52,17 @@ def test_set_keep_mapped_switches_to_the_values_and_back(calls):
   assert calls == [(-4, 0), (-1, 2**31 - 1), (-4, 65536), (-1, 128 * 1024)]
 
 
-def test_accelerator_runtimes_finds_none_in_the_cpu_venv():
-  assert cpu_allocator.accelerator_runtimes() == []
+def test_accelerator_runtimes_picks_the_jax_tpu_and_gpu_runtimes(monkeypatch):
+  class Dist:
+    def __init__(self, name):
+      self.metadata = {"Name": name}
+
+  names = ["jax", "jaxlib", "libtpu", "jax-cuda12-plugin", "jax_cuda12_pjrt", "jax-rocm60-plugin",
+           "torch", "nvidia-cublas-cu12", None]
+  monkeypatch.setattr(cpu_allocator.importlib.metadata, "distributions",
+                      lambda: [Dist(n) for n in names])
+  assert cpu_allocator.accelerator_runtimes() == ["jax-cuda12-plugin", "jax-rocm60-plugin",
+                                                  "jax_cuda12_pjrt", "libtpu"]
 
 
 _FAULTS = textwrap.dedent("""
