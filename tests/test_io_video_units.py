@@ -62,9 +62,9 @@ def test_probe_gif(tmp_path):
   assert (info.width, info.height, info.has_audio) == (24, 16, False)
   # Delays 13, 12, 13, 12, ... cs: 12 frames end at 150 cs.
   assert info.duration_s == pytest.approx(1.5, abs=1e-6)
-  # FFmpeg's rate for a gif comes from its delays, not a stored rate: near 8 (8.33 = 100 / 12
-  # with FFmpeg 6/7), so only approximately the nominal fps.
-  assert abs(info.fps - 8.0) < 0.5
+  # A gif stores delays, not a rate: FFmpeg's average_rate reads 8.33 (100 / 12) here, its
+  # guessed rate, which probe reports, the nominal 8.
+  assert info.fps == 8.0
 
 
 def test_probe_errors_name_the_file(tmp_path):

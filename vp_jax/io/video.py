@@ -39,7 +39,10 @@ def probe(path: str) -> VideoStreamInfo:
       if not container.streams.video:
         raise VideoError(f"{path}: no video stream.")
       stream = container.streams.video[0]
-      fps = float(stream.average_rate or stream.guessed_rate or 0)
+      # FFmpeg's own estimate (av_guess_frame_rate: the stream's base rate unless that is a
+      # timescale, as in 90000 fps VFR streams). average_rate reads 25/3 for an 8 fps gif whose
+      # delays alternate 13 / 12 cs; guessed_rate reads 8.
+      fps = float(stream.guessed_rate or stream.average_rate or 0)
       if stream.duration is not None and stream.time_base is not None:
         duration = float(stream.duration * stream.time_base)
       elif container.duration is not None:
