@@ -1,5 +1,5 @@
-"""vp_jax.cpu_allocator: the mode variable, when `configure` applies the settings, and (in fresh
-processes) that with them a repeated jitted call stops page-faulting its output buffer in."""
+"""vp_jax.cpu_allocator: the mode variable, when `configure` applies the settings, and (in a fresh
+process) that with them repeated MAGVIT encodes stop page-faulting their buffers in."""
 import os
 import subprocess
 import sys
@@ -66,37 +66,39 @@ def test_accelerator_runtimes_picks_the_jax_tpu_and_gpu_runtimes(monkeypatch):
 
 
 _FAULTS = textwrap.dedent("""
-    import resource, sys
+    import resource
     from vp_jax import cpu_allocator
-    print("configured", cpu_allocator.configure())
-    import jax, jax.numpy as jnp
-    f = jax.jit(lambda x: x + 1.0)
-    x = jnp.zeros((24, 1024, 1024), jnp.float32)      # 96 MB: above glibc's largest mmap threshold
-    faults = []
-    for _ in range(8):
-      f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-      y = f(x).block_until_ready()
-      faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-      assert float(y[3, 5, 7]) == 1.0
-      del y
-    print("faults", *faults[4:])      # the heap settles within the first three calls
+    cpu_allocator._mallopt(cpu_allocator.M_ARENA_MAX, 1)          # before jax starts its threads
+    import jax, numpy as np
+    from vp_jax.models.magvit import preset
+    from vp_jax.models.magvit.tokenizer import create_tokenizer
+    from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
+    tok = VideoTokenizer.from_module(create_tokenizer(preset("tiny")))
+    x = np.random.RandomState(0).randint(0, 256, (1, 17, 128, 128, 3)).astype(np.uint8)
+    jax.block_until_ready(tok.encode(x))                           # compile
+    for keep in (False, True):                                     # glibc defaults, then kept
+      cpu_allocator.set_keep_mapped(keep)
+      faults = []
+      for _ in range(8):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        jax.block_until_ready(tok.encode(x))
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+      print("keep" if keep else "default", *faults[2:])          # after two calls to settle
 """)
 
 
 @pytest.mark.skipif(cpu_allocator._libc() is None, reason="needs Linux with glibc")
-def test_keep_mapped_stops_the_repeated_output_buffer_faulting_in():
-  def run(mode):
-    env = {**os.environ, "VP_JAX_CPU_ALLOCATOR": mode, "PYTHONPATH": REPO,
-           "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True,
-                         text=True, timeout=300, check=True).stdout.split("\n")
-    configured = next(line for line in out if line.startswith("configured")).split()[1]
-    faults = [int(v) for v in next(line for line in out if line.startswith("faults")).split()[1:]]
-    return configured, faults
-
-  off, faults_off = run("off")
-  on, faults_on = run("on")
-  assert (off, on) == ("False", "True")
-  # 96 MB of 4 KiB pages = 24576 faults per call when the buffer is mapped afresh each call.
-  assert min(faults_off) > 20000, faults_off
-  assert max(faults_on) < 1000, faults_on
+def test_keep_mapped_stops_encode_faulting_its_buffers_in():
+  # MAGVIT `tiny` at 1x17x128x128: its activations (up to ~27 MB) come from mmap with glibc's
+  # defaults, ~18k minor faults on every call (measured); kept mapped, most calls fault (almost)
+  # none. The heap still grows now and then (a freed block that an aligned request does not
+  # fit), so the check is on the median and the total, not on every call.
+  env = {**os.environ, "PYTHONPATH": REPO, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+  out = subprocess.run([sys.executable, "-c", _FAULTS], env=env, capture_output=True, text=True,
+                       timeout=600, check=True).stdout.split("\n")
+  faults = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in out
+            if line.startswith(("default", "keep"))}
+  assert min(faults["default"]) > 10_000, faults
+  # Median: 0 on an idle machine; a few dozen seen with three more copies of this test running.
+  assert sorted(faults["keep"])[len(faults["keep"]) // 2] < 1_000, faults
+  assert sum(faults["keep"]) < sum(faults["default"]) / 3, faults

@@ -5,10 +5,12 @@ default malloc, a block above the mmap threshold, and any block a worker thread 
 arena (an mmap'd heap that glibc shrinks when its top is free), comes fresh from the kernel and goes
 back to it when freed, so each call page-faults all of those pages in again: ~18k minor faults
 (~70 MB) per encode of a 17x64x64 clip with the `small` MAGVIT preset, ~29k per decode, ~127k per
-image-stage train step. With the three settings below the count is 0 after the first call.
-Measured on a 2-core AMD EPYC (2026-12-03, `benchmarks/cpu_allocator.py`, both settings in one
-process): encode 1.30x and decode 1.11-1.17x faster; the MAGVIT image-stage train step 0.53 -> 0.45 s
-with identical losses. Any one or two of the settings alone left the faults.
+image-stage train step. With the three settings below most calls fault no page in once the heap
+has grown to the working set (median 0 per encode; now and then the heap still grows: a freed block
+that an aligned request does not fit). Measured on a 2-core AMD EPYC (2026-12-03; two runs with
+both settings in one process, one of them `benchmarks/cpu_allocator.py`): encode 1.21-1.32x and
+decode 1.11-1.26x faster; the MAGVIT image-stage train step 1.07-1.19x faster (two runs of the
+launcher) with identical losses. Any one or two of the settings alone left the faults.
 
   M_ARENA_MAX = 1            every thread allocates from the main (sbrk) heap
   M_MMAP_MAX = 0             no block gets an mmap of its own
