@@ -27,8 +27,8 @@ XLA's own `cost_analysis()` count (all ops, incl. norms and activations) is prin
 Timings: one warm-up call (compilation), then the best of `--repeats` calls (`block_until_ready` on
 our side). With `--rounds R` ours and the reference take turns R times and each side keeps its best
 round: on a shared machine whose speed drifts by tens of percent from minute to minute, a single
-turn each can put the two sides in different conditions. `--dtypes float32,bfloat16` times ours with bfloat16 activations as well (on XLA:CPU,
-jaxlib 0.10.2, it was no faster: docs/magvit.md).
+turn each can put the two sides in different conditions. `--dtypes float32,bfloat16` times ours
+with bfloat16 activations as well (on XLA:CPU, jaxlib 0.10.2, it was no faster: docs/magvit.md).
 
   python benchmarks/video_tokenizer.py                      # small (17x64x64) + paper widths
   python benchmarks/video_tokenizer.py --configs paper --frames 5 --size 64
@@ -158,11 +158,13 @@ def main(argv=None):
                  help="MagvitConfig.dtype values (activations) to time ours with; the peak and "
                       "the reference are float32")
   args = p.parse_args(argv)
+  if args.rounds < 1 or args.repeats < 1:
+    p.error(f"--rounds {args.rounds} / --repeats {args.repeats}: both must be >= 1.")
   peak = measure_matmul_peak(repeats=3)
   print(f"matmul peak: {peak:.1f} GFLOP/s (float32, {jax.device_count()} device(s), "
         f"{jax.devices()[0].platform}); load average {os.getloadavg()[0]:.2f}; best of "
         f"{args.repeats} after a warm-up, {args.rounds} round(s); ours with "
-        f"{'the launchers keep-mapped malloc settings' if KEEP_MAPPED else 'glibc malloc defaults'}",
+        f"{'the launchers keep-mapped' if KEEP_MAPPED else 'glibc default'} malloc settings",
         flush=True)
   clips = synthetic.moving_shapes_batch(0, 0, args.batch, args.frames, args.size, args.size)
   results = {}

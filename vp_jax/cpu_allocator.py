@@ -17,8 +17,8 @@ launcher) with identical losses. Any one or two of the settings alone left the f
   M_TRIM_THRESHOLD = 2^31-1  freed memory at the top of the heap stays mapped
 
 The cost: the process keeps its high-water memory mapped (on a 600-step image-stage run the RSS was
-flat at 3.95 GB, against 2.2-2.6 GB with glibc's defaults), and all threads share one arena lock. So it is for processes where the CPU is the compute.
-`configure()` reads VP_JAX_CPU_ALLOCATOR:
+flat at 3.95 GB, against 2.2-2.6 GB with glibc's defaults), and all threads share one arena lock.
+So it is for processes where the CPU is the compute. `configure()` reads VP_JAX_CPU_ALLOCATOR:
 
   auto (default)  on, unless an accelerator runtime is installed (libtpu, a jax CUDA or ROCm
                   plugin) and JAX_PLATFORMS does not start with "cpu"
