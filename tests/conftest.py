@@ -1,5 +1,5 @@
-"""Test setup: 8 simulated CPU devices for every test, LLVM optimization level 0, and one persistent
-compilation cache per test run (all set before jax is imported).
+"""Test setup: 8 simulated CPU devices for every test, LLVM optimization level 0, one persistent
+compilation cache per test run and the launchers' malloc settings (all set before jax is imported).
 
 Most of the suite's time is XLA compilation, and many tests compile the same program again: every
 `Trainer` builds its own jitted step, so a resume test that trains, stops and resumes compiles the
@@ -33,8 +33,8 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # two workers never see an entry half written.
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2 ** 30))
 
-# The launchers' glibc malloc settings (vp_jax/cpu_allocator.py), so that the suite runs what they run;
-# before jax starts its CPU threads. VP_JAX_CPU_ALLOCATOR=off runs it with glibc's defaults.
+# The launchers' glibc malloc settings (vp_jax/cpu_allocator.py), so that the suite runs what they
+# run; before jax starts its CPU threads. VP_JAX_CPU_ALLOCATOR=off runs it with glibc's defaults.
 from vp_jax import cpu_allocator  # noqa: E402
 cpu_allocator.configure()
 
