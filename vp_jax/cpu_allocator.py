@@ -32,6 +32,7 @@ losses to the last digit). Linux with glibc only; elsewhere it does nothing.
 from __future__ import annotations
 
 import ctypes
+import functools
 import importlib.metadata
 import os
 import platform
@@ -63,7 +64,10 @@ def accelerator_runtimes() -> list[str]:
   return sorted(n for n in names if n.startswith(_ACCELERATOR_PREFIXES))
 
 
+@functools.cache
 def _libc():
+  """The process's glibc (for mallopt), or None off Linux/glibc; looked up once (libc_ver reads
+  the interpreter's binary)."""
   if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
     return None
   libc = ctypes.CDLL(None)
