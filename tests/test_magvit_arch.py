@@ -234,6 +234,57 @@ def test_conv3d_as_2d_matches_native(kernel, strides, thw):
   np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel,thw", [((3, 3, 3), (5, 8, 6)), ((1, 3, 3), (3, 6, 7)),
+                                         ((3, 1, 3), (1, 5, 5))])
+def test_conv3d_tap_products_matches_native(kernel, thw):
+  """The narrow-output CPU path (x @ every tap's kernel, then a sum of shifted slices) computes
+  the native causal 3D conv, and its gradients are the native conv's."""
+  from vp_jax.models.magvit.conv import _same_pad, conv3d_native, conv3d_tap_products
+  rng = np.random.default_rng(4)
+  x = jnp.asarray(rng.normal(size=(2, *thw, 12)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(*kernel, 12, 3)), jnp.float32)
+  dy = jnp.asarray(rng.normal(size=(2, *thw, 3)), jnp.float32)
+  pad = [_same_pad(thw[1], kernel[1], 1), _same_pad(thw[2], kernel[2], 1)]
+  outs = {}
+  for name, fn in (("native", conv3d_native), ("taps", None)):
+    f = ((lambda a, b: conv3d_native(a, b, (1, 1, 1), pad)) if fn is not None
+         else (lambda a, b: conv3d_tap_products(a, b, pad)))
+    y, vjp = jax.vjp(jax.jit(f), x, k)
+    outs[name] = (y, *vjp(dy))
+  assert outs["taps"][0].shape == (2, *thw, 3)
+  for want, got in zip(outs["native"], outs["taps"]):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+
+
+def test_uses_tap_products_rule():
+  """Tap products for stride-1, multi-tap kernels whose Cin is >= 4x Cout: the decoder's conv to
+  RGB at the small and paper widths; not tiny's (8 -> 3), not residual or 1x1x1 or strided convs."""
+  from vp_jax.models.magvit.conv import uses_tap_products
+  assert uses_tap_products((3, 3, 3, 32, 3), (1, 1, 1))
+  assert uses_tap_products((1, 3, 3, 128, 3), (1, 1, 1))
+  assert uses_tap_products((3, 3, 3, 32, 8), (1, 1, 1))
+  assert not uses_tap_products((3, 3, 3, 8, 3), (1, 1, 1))
+  assert not uses_tap_products((3, 3, 3, 32, 16), (1, 1, 1))
+  assert not uses_tap_products((1, 1, 1, 128, 18), (1, 1, 1))
+  assert not uses_tap_products((3, 3, 3, 128, 3), (2, 2, 2))
+
+
+def test_small_decoder_output_conv_uses_tap_products():
+  """The small preset's decoder conv to RGB lowers on CPU to one dot and slice adds instead of a
+  convolution (a residual conv stays a convolution), with the native conv's values."""
+  from vp_jax.models.magvit.conv import CausalConv3d, conv3d_native
+  with nnx.use_eager_sharding(False):
+    conv = CausalConv3d(32, 3, (3, 3, 3), rngs=nnx.Rngs(0))
+    wide = CausalConv3d(32, 32, (3, 3, 3), rngs=nnx.Rngs(0))
+  x = jnp.asarray(np.random.default_rng(5).normal(size=(1, 5, 8, 8, 32)), jnp.float32)
+  for module, convs, dots in ((conv, 0, 1), (wide, 1, 0)):
+    hlo = jax.jit(lambda a, m=module: m(a)).lower(x).as_text()   # lowered for this CPU
+    assert (hlo.count("stablehlo.convolution"), hlo.count("stablehlo.dot_general")) == (convs, dots)
+  want = conv3d_native(x, conv.kernel[...], (1, 1, 1), [(1, 1), (1, 1)]) + conv.bias[...]
+  np.testing.assert_allclose(np.asarray(jax.jit(lambda a: conv(a))(x)), np.asarray(want),
+                             rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("name,spatial,temporal,codes", [("paper", 8, 4, 2 ** 18),
                                                          ("small", 8, 4, 2 ** 18),
                                                          ("tiny_image", 8, 4, 2 ** 18)])

@@ -13,9 +13,18 @@ of the input is the price). Its kernel gradient is computed as per-tap matmuls (
 XLA:CPU's own kernel-gradient convolution took over half of a train step. Other platforms keep the
 native 3D convolution (`lax.platform_dependent` picks at lowering time). All compute the same
 function.
+
+A convolution with few output channels (the decoder's conv to 3 RGB channels) runs on CPU as one
+matmul per input position against every tap at once, [Cin] x [kt*kh*kw*Cout], followed by a sum of
+the kt*kh*kw shifted slices of that product (`conv3d_tap_products`). XLA:CPU's convolution with 3
+output channels ran at 16-25 GFLOP/s at the decoder's output shapes; the matmul form at 75-190
+(17x64x64, 32 -> 3 channels: 14-16 -> 4-5 ms; 17x128x128, 128 -> 3: 356 -> 31 ms; docs/magvit.md
+"Speed"). It pays only where Cin is several times Cout (`TAP_PRODUCTS_MAX_COUT_RATIO`): at 32 -> 16
+or 8 -> 8 channels it was slower. Its backward pass is `conv3d_as_2d`'s.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -72,6 +81,65 @@ def conv3d_as_2d(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
   return y.reshape(b, t_out, *y.shape[1:])
 
 
+def conv3d_tap_products(x: jax.Array, kernel: jax.Array,
+                        padding_hw: Sequence[tuple[int, int]]) -> jax.Array:
+  """The same causal 3D conv (stride 1) as x @ all taps' kernels, then a sum of shifted slices:
+  y[t, i, j] = sum over taps (a, b, c) of p[t + a - (kt-1), i + b - top, j + c - left, (a, b, c)]
+  with p = x @ kernel, zero outside the clip. Its gradient is `conv3d_as_2d`'s."""
+  return _tap_products(x, kernel, tuple((int(lo), int(hi)) for lo, hi in padding_hw))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _tap_products(x, kernel, padding_hw):
+  return _tap_products_forward(x, kernel, padding_hw)
+
+
+def _tap_products_fwd(x, kernel, padding_hw):
+  return _tap_products_forward(x, kernel, padding_hw), (x, kernel)
+
+
+def _tap_products_bwd(padding_hw, residuals, dy):
+  # XLA differentiates the slice sum into a scatter that ran ~60x slower than the forward (a
+  # 2x17x64x64, 32 -> 3 conv: 798 ms forward + backward, against 87 ms for `conv3d_as_2d`), so
+  # the backward is that of the 2D-conv form: the same function, the same gradients.
+  x, kernel = residuals
+  _, vjp = jax.vjp(lambda a, k: conv3d_as_2d(a, k, (1, 1, 1), padding_hw), x, kernel)
+  return vjp(dy)
+
+
+_tap_products.defvjp(_tap_products_fwd, _tap_products_bwd)
+
+
+def _tap_products_forward(x, kernel, padding_hw):
+  kt, kh, kw, cin, cout = kernel.shape
+  b, t, h, w, _ = x.shape
+  (top, bottom), (left, right) = padding_hw
+  k = kernel.transpose(3, 0, 1, 2, 4).reshape(cin, kt * kh * kw * cout)
+  p = jnp.einsum("bthwc,cn->bthwn", x, k).reshape(b, t, h, w, kt, kh, kw, cout)
+  p = jnp.pad(p, ((0, 0), (kt - 1, 0), (top, bottom), (left, right)) + ((0, 0),) * 4)
+  h_out, w_out = h + top + bottom - kh + 1, w + left + right - kw + 1
+  y = None
+  for a in range(kt):
+    for i in range(kh):
+      for j in range(kw):
+        tap = p[:, a:a + t, i:i + h_out, j:j + w_out, a, i, j]             # [B, T, H', W', Cout]
+        y = tap if y is None else y + tap
+  return y
+
+
+# conv3d_tap_products is used (on CPU) when Cin >= this many times Cout and the kernel has several
+# taps: measured faster at 32 -> 3, 32 -> 8, 128 -> 3 channels, slower at 32 -> 16 and 8 -> 8.
+TAP_PRODUCTS_MAX_COUT_RATIO = 4
+
+
+def uses_tap_products(kernel_shape: Sequence[int], strides: Sequence[int]) -> bool:
+  """Whether the CPU lowering of a conv with this [kt, kh, kw, Cin, Cout] kernel and these strides
+  is `conv3d_tap_products` (narrow output, stride 1, more than one tap)."""
+  kt, kh, kw, cin, cout = kernel_shape
+  return (tuple(strides) == (1, 1, 1) and kt * kh * kw > 1
+          and cin >= TAP_PRODUCTS_MAX_COUT_RATIO * cout)
+
+
 class CausalConv3d(nnx.Module):
   """y = conv(x) with causal time padding; kernel [kt, kh, kw, in, out] + bias [out]."""
 
@@ -89,8 +157,12 @@ class CausalConv3d(nnx.Module):
     _, kh, kw = self.kernel_size
     _, sh, sw = self.strides
     padding_hw = [_same_pad(x.shape[2], kh, sh), _same_pad(x.shape[3], kw, sw)]
+    if uses_tap_products(self.kernel.shape, self.strides):
+      cpu = lambda a, k: conv3d_tap_products(a, k, padding_hw)  # noqa: E731
+    else:
+      cpu = lambda a, k: conv3d_as_2d(a, k, self.strides, padding_hw)  # noqa: E731
     y = jax.lax.platform_dependent(
         x.astype(self.dtype), self.kernel[...].astype(self.dtype),
-        cpu=lambda a, k: conv3d_as_2d(a, k, self.strides, padding_hw),
+        cpu=cpu,
         default=lambda a, k: conv3d_native(a, k, self.strides, padding_hw))
     return y + self.bias[...].astype(self.dtype)
