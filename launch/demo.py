@@ -10,7 +10,7 @@ import sys
 
 def main(argv):
   from vp_jax import cpu_allocator
-  cpu_allocator.configure()           # first: before jax starts its CPU threads
+  cpu_allocator.configure(training=True)  # first: before jax starts its CPU threads
   from vp_jax.config import configurables, gin_cli
   return gin_cli.run(lambda: configurables.run_demo(), argv, model_dir_macro="WORKDIR")
 

@@ -11,7 +11,7 @@ import sys
 
 def main(argv):
   from vp_jax import cpu_allocator
-  cpu_allocator.configure()           # first: before jax starts its CPU threads
+  cpu_allocator.configure(training=True)  # first: before jax starts its CPU threads
   from vp_jax import distributed
   distributed.maybe_initialize()
   from vp_jax.config import configurables, gin_cli

@@ -33,10 +33,11 @@ os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.2")
 # two workers never see an entry half written.
 os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2 ** 30))
 
-# The launchers' glibc malloc settings (vp_jax/cpu_allocator.py), so that the suite runs what they
-# run; before jax starts its CPU threads. VP_JAX_CPU_ALLOCATOR=off runs it with glibc's defaults.
+# The training launchers' glibc malloc choice (vp_jax/cpu_allocator.py), before jax starts its CPU
+# threads: the suite trains (the slow PSNR test runs the whole video stage), so `auto` keeps glibc's
+# defaults; VP_JAX_CPU_ALLOCATOR=on runs it with the keep-mapped settings.
 from vp_jax import cpu_allocator  # noqa: E402
-cpu_allocator.configure()
+cpu_allocator.configure(training=True)
 
 import jax  # noqa: E402
 import pytest  # noqa: E402

@@ -46,6 +46,17 @@ def test_configure_off_and_auto_beside_an_accelerator_runtime_leave_malloc_alone
   assert len(calls) == 6
 
 
+def test_configure_for_training_applies_them_only_when_asked(calls, monkeypatch):
+  """Training processes opt out of auto (the video stage's heap grew to 17.8 GB with them);
+  VP_JAX_CPU_ALLOCATOR=on still applies them."""
+  monkeypatch.setattr(cpu_allocator, "accelerator_runtimes", lambda: [])
+  assert cpu_allocator.configure({}, training=True) is False
+  assert cpu_allocator.configure({"VP_JAX_CPU_ALLOCATOR": "auto"}, training=True) is False
+  assert calls == []
+  assert cpu_allocator.configure({"VP_JAX_CPU_ALLOCATOR": "on"}, training=True) is True
+  assert calls == [(-8, 1), (-4, 0), (-1, 2**31 - 1)]
+
+
 def test_set_keep_mapped_switches_to_the_values_and_back(calls):
   cpu_allocator.set_keep_mapped(True)
   cpu_allocator.set_keep_mapped(False)

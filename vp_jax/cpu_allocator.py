@@ -18,15 +18,22 @@ launcher) with identical losses. Any one or two of the settings alone left the f
 
 The cost: the process keeps its high-water memory mapped (on a 600-step image-stage run the RSS was
 flat at 3.95 GB, against 2.2-2.6 GB with glibc's defaults), and all threads share one arena lock.
-So it is for processes where the CPU is the compute. `configure()` reads VP_JAX_CPU_ALLOCATOR:
+**In training it can be far worse:** the small preset's video stage (batches of 2x17x64x64 clips,
+`models/magvit_small_video.gin`) grew to 17.8 GB of RSS within 4 minutes and its steps took 7.4-10
+s, slowing as the heap grew, against a flat 4.4 s with glibc's defaults (launcher, 40 steps each
+from the same image model, 2026-12-03, stop 36): with nothing handed back, the heap kept growing.
+So the settings are for inference where the CPU is the compute, and
+training launchers opt out of the default. `configure()` reads VP_JAX_CPU_ALLOCATOR:
 
-  auto (default)  on, unless an accelerator runtime is installed (libtpu, a jax CUDA or ROCm
-                  plugin) and JAX_PLATFORMS does not start with "cpu"
+  auto (default)  on for inference (`configure()`), unless an accelerator runtime is installed
+                  (libtpu, a jax CUDA or ROCm plugin) and JAX_PLATFORMS does not start with "cpu";
+                  off where the caller says it trains (`configure(training=True)`: the launchers
+                  that train, the demo, the test suite)
   on / off        always / never
 
 Call it at start-up, before jax creates its CPU client: a thread is bound to an arena at its first
 allocation, so threads already running keep theirs. The launch scripts do, first thing. It changes
-only where memory comes from, never what is computed (the training run above logged the same
+only where memory comes from, never what is computed (the image-stage run above logged the same
 losses to the last digit). Linux with glibc only; elsewhere it does nothing.
 """
 from __future__ import annotations
@@ -87,12 +94,15 @@ def set_keep_mapped(keep: bool) -> None:
     _mallopt(param, value)
 
 
-def configure(environ: Mapping[str, str] | None = None) -> bool:
+def configure(environ: Mapping[str, str] | None = None, *, training: bool = False) -> bool:
   """Applies the three settings where VP_JAX_CPU_ALLOCATOR says so (see the module docstring);
-  returns whether it did. Safe to call more than once."""
+  `training`: the process trains, so `auto` leaves malloc alone. Returns whether it applied them.
+  Safe to call more than once."""
   environ = os.environ if environ is None else environ
   mode = allocator_mode(environ)
   if mode == "off" or _libc() is None:
+    return False
+  if mode == "auto" and training:
     return False
   if mode == "auto":
     platforms = environ.get("JAX_PLATFORMS", "").strip().lower()
