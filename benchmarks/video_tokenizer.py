@@ -44,9 +44,10 @@ import time
 
 from vp_jax import cpu_allocator
 
-# The launchers' malloc settings (vp_jax/cpu_allocator.py), before jax starts its threads: ours is
-# timed as `launch/` runs it. VP_JAX_CPU_ALLOCATOR=off times it with glibc's defaults; the reference
-# subprocess always runs with them (benchmarks/cpu_allocator.py measures the difference).
+# The inference malloc settings (vp_jax/cpu_allocator.py), before jax starts its threads: ours is
+# timed as launch/eval_video_tokenizer.py runs it. VP_JAX_CPU_ALLOCATOR=off times it with glibc's
+# defaults; the reference subprocess always runs with them (benchmarks/cpu_allocator.py measures
+# the difference).
 KEEP_MAPPED = cpu_allocator.configure()
 
 import jax  # noqa: E402
@@ -164,7 +165,7 @@ def main(argv=None):
   print(f"matmul peak: {peak:.1f} GFLOP/s (float32, {jax.device_count()} device(s), "
         f"{jax.devices()[0].platform}); load average {os.getloadavg()[0]:.2f}; best of "
         f"{args.repeats} after a warm-up, {args.rounds} round(s); ours with "
-        f"{'the launchers keep-mapped' if KEEP_MAPPED else 'glibc default'} malloc settings",
+        f"{'the keep-mapped' if KEEP_MAPPED else 'glibc default'} malloc settings",
         flush=True)
   clips = synthetic.moving_shapes_batch(0, 0, args.batch, args.frames, args.size, args.size)
   results = {}

@@ -246,11 +246,10 @@ def test_conv3d_tap_products_matches_native(kernel, thw):
   dy = jnp.asarray(rng.normal(size=(2, *thw, 3)), jnp.float32)
   pad = [_same_pad(thw[1], kernel[1], 1), _same_pad(thw[2], kernel[2], 1)]
   outs = {}
-  for name, fn in (("native", conv3d_native), ("taps", None)):
-    f = ((lambda a, b: conv3d_native(a, b, (1, 1, 1), pad)) if fn is not None
-         else (lambda a, b: conv3d_tap_products(a, b, pad)))
+  for name, f in (("native", lambda a, b: conv3d_native(a, b, (1, 1, 1), pad)),
+                  ("taps", lambda a, b: conv3d_tap_products(a, b, pad))):
     y, vjp = jax.vjp(jax.jit(f), x, k)
-    outs[name] = (y, *vjp(dy))
+    outs[name] = (y, *vjp(dy))                                       # y, dx, dkernel
   assert outs["taps"][0].shape == (2, *thw, 3)
   for want, got in zip(outs["native"], outs["taps"]):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)

@@ -22,8 +22,8 @@ flat at 3.95 GB, against 2.2-2.6 GB with glibc's defaults), and all threads shar
 `models/magvit_small_video.gin`) grew to 17.8 GB of RSS within 4 minutes and its steps took 7.4-10
 s, slowing as the heap grew, against a flat 4.4 s with glibc's defaults (launcher, 40 steps each
 from the same image model, 2026-12-03, stop 36): with nothing handed back, the heap kept growing.
-So the settings are for inference where the CPU is the compute, and
-training launchers opt out of the default. `configure()` reads VP_JAX_CPU_ALLOCATOR:
+So the settings are for inference where the CPU is the compute, and training launchers opt out of
+the default. `configure()` reads VP_JAX_CPU_ALLOCATOR:
 
   auto (default)  on for inference (`configure()`), unless an accelerator runtime is installed
                   (libtpu, a jax CUDA or ROCm plugin) and JAX_PLATFORMS does not start with "cpu";

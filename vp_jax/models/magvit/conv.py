@@ -19,8 +19,8 @@ matmul per input position against every tap at once, [Cin] x [kt*kh*kw*Cout], fo
 the kt*kh*kw shifted slices of that product (`conv3d_tap_products`). XLA:CPU's convolution with 3
 output channels ran at 16-25 GFLOP/s at the decoder's output shapes; the matmul form at 75-190
 (17x64x64, 32 -> 3 channels: 14-16 -> 4-5 ms; 17x128x128, 128 -> 3: 356 -> 31 ms; docs/magvit.md
-"Speed"). It pays only where Cin is several times Cout (`TAP_PRODUCTS_MAX_COUT_RATIO`): at 32 -> 16
-or 8 -> 8 channels it was slower. Its backward pass is `conv3d_as_2d`'s.
+"Speed"). It pays only where Cin is several times Cout (`TAP_PRODUCTS_MIN_CIN_PER_COUT`): at
+32 -> 16 or 8 -> 8 channels it was slower. Its backward pass is `conv3d_as_2d`'s.
 """
 from __future__ import annotations
 
@@ -99,9 +99,9 @@ def _tap_products_fwd(x, kernel, padding_hw):
 
 
 def _tap_products_bwd(padding_hw, residuals, dy):
-  # XLA differentiates the slice sum into a scatter that ran ~60x slower than the forward (a
-  # 2x17x64x64, 32 -> 3 conv: 798 ms forward + backward, against 87 ms for `conv3d_as_2d`), so
-  # the backward is that of the 2D-conv form: the same function, the same gradients.
+  # XLA's own gradient of the slice sum ran ~60x slower than the forward (a 2x17x64x64, 32 -> 3
+  # conv: 798 ms forward + backward, against 87 ms for `conv3d_as_2d`), so the backward is that of
+  # the 2D-conv form: the same function, the same gradients.
   x, kernel = residuals
   _, vjp = jax.vjp(lambda a, k: conv3d_as_2d(a, k, (1, 1, 1), padding_hw), x, kernel)
   return vjp(dy)
@@ -129,7 +129,7 @@ def _tap_products_forward(x, kernel, padding_hw):
 
 # conv3d_tap_products is used (on CPU) when Cin >= this many times Cout and the kernel has several
 # taps: measured faster at 32 -> 3, 32 -> 8, 128 -> 3 channels, slower at 32 -> 16 and 8 -> 8.
-TAP_PRODUCTS_MAX_COUT_RATIO = 4
+TAP_PRODUCTS_MIN_CIN_PER_COUT = 4
 
 
 def uses_tap_products(kernel_shape: Sequence[int], strides: Sequence[int]) -> bool:
@@ -137,7 +137,7 @@ def uses_tap_products(kernel_shape: Sequence[int], strides: Sequence[int]) -> bo
   is `conv3d_tap_products` (narrow output, stride 1, more than one tap)."""
   kt, kh, kw, cin, cout = kernel_shape
   return (tuple(strides) == (1, 1, 1) and kt * kh * kw > 1
-          and cin >= TAP_PRODUCTS_MAX_COUT_RATIO * cout)
+          and cin >= TAP_PRODUCTS_MIN_CIN_PER_COUT * cout)
 
 
 class CausalConv3d(nnx.Module):
