@@ -18,4 +18,6 @@ def main(argv):
 
 
 if __name__ == "__main__":
+  from vp_jax import cpu_allocator
+  cpu_allocator.restart_with_huge_pages()  # first: glibc reads GLIBC_TUNABLES only at start-up
   main(sys.argv[1:])

@@ -35,7 +35,9 @@ os.environ.setdefault("JAX_COMPILATION_CACHE_MAX_SIZE", str(8 * 2 ** 30))
 
 # The training launchers' glibc malloc choice (vp_jax/cpu_allocator.py), before jax starts its CPU
 # threads: the suite trains (the slow PSNR test runs the whole video stage), so `auto` keeps glibc's
-# defaults; VP_JAX_CPU_ALLOCATOR=on runs it with the keep-mapped settings.
+# defaults; VP_JAX_CPU_ALLOCATOR=on runs it with the keep-mapped settings. Huge pages for malloc
+# cannot be switched on from here (glibc reads its tunables at start-up): `make test` starts pytest
+# with them (`python -m vp_jax.cpu_allocator`).
 from vp_jax import cpu_allocator  # noqa: E402
 cpu_allocator.configure(training=True)
 

@@ -113,3 +113,100 @@ def test_keep_mapped_stops_encode_faulting_its_buffers_in():
   # Median: 0 on an idle machine; a few dozen seen with three more copies of this test running.
   assert sorted(faults["keep"])[len(faults["keep"]) // 2] < 1_000, faults
   assert sum(faults["keep"]) < sum(faults["default"]) / 3, faults
+
+
+# -- transparent huge pages for malloc (GLIBC_TUNABLES=glibc.malloc.hugetlb=1) ------------------
+def test_transparent_huge_pages_mode_reads_the_bracketed_word(tmp_path):
+  f = tmp_path / "enabled"
+  f.write_text("always [madvise] never\n")
+  assert cpu_allocator.transparent_huge_pages_mode(str(f)) == "madvise"
+  f.write_text("always madvise [never]\n")
+  assert cpu_allocator.transparent_huge_pages_mode(str(f)) == "never"
+  assert cpu_allocator.transparent_huge_pages_mode(str(tmp_path / "missing")) is None
+
+
+def test_huge_pages_environment_adds_the_tunable_only_where_it_acts(monkeypatch):
+  monkeypatch.setattr(cpu_allocator, "accelerator_runtimes", lambda: [])
+  env = lambda e, glibc=(2, 36), thp="madvise": cpu_allocator.huge_pages_environment(  # noqa: E731
+      e, glibc=glibc, thp_mode=thp)
+  assert env({"HOME": "/h"}) == {"HOME": "/h", "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
+  assert env({"GLIBC_TUNABLES": "glibc.malloc.arena_max=2"}) == {
+      "GLIBC_TUNABLES": "glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1"}
+  assert env({"VP_JAX_CPU_ALLOCATOR": "on"}, thp="always")["GLIBC_TUNABLES"] == \
+      "glibc.malloc.hugetlb=1"
+  assert env({"GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}) is None      # the user's own choice
+  assert env({"VP_JAX_CPU_ALLOCATOR": "off"}) is None
+  assert env({}, glibc=(2, 34)) is None                                  # no such tunable yet
+  assert env({}, thp="never") is None
+  monkeypatch.setattr(cpu_allocator, "accelerator_runtimes", lambda: ["libtpu"])
+  assert env({}) is None                                                 # auto, TPU runtime
+  assert env({"JAX_PLATFORMS": "cpu"}) is not None
+  assert env({"VP_JAX_CPU_ALLOCATOR": "on"}) is not None
+  with pytest.raises(ValueError, match="VP_JAX_CPU_ALLOCATOR"):
+    env({"VP_JAX_CPU_ALLOCATOR": "maybe"})
+
+
+# Prints GLIBC_TUNABLES as the process starts, restarts with huge pages, and then prints the minor
+# faults of touching 256 MB of fresh malloc'd memory (as XLA:CPU's buffers are) and the process's
+# AnonHugePages.
+_RESTART = textwrap.dedent("""
+    import os, resource, sys
+    print("tunables", os.environ.get("GLIBC_TUNABLES", ""), flush=True)
+    from vp_jax import cpu_allocator
+    cpu_allocator.restart_with_huge_pages()
+    import ctypes
+    libc = ctypes.CDLL(None)
+    libc.malloc.restype = ctypes.c_void_p
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    ctypes.memset(libc.malloc(256 * 2 ** 20), 1, 256 * 2 ** 20)   # not numpy: it madvises itself
+    faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
+    huge = [l.split()[1] for l in open("/proc/self/smaps_rollup") if l.startswith("AnonHugePages")]
+    print("faults", faults, "huge_kb", huge[0], flush=True)
+""")
+
+
+def _restart(extra_env):
+  env = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", "VP_JAX_CPU_ALLOCATOR")}
+  out = subprocess.run([sys.executable, "-c", _RESTART], env={**env, **extra_env},
+                       capture_output=True, text=True, timeout=120, check=True).stdout
+  lines = [line.split() for line in out.splitlines()]
+  return [" ".join(line[1:]) for line in lines if line[0] == "tunables"], \
+      {k: int(v) for line in lines if line[0] == "faults" for k, v in zip(line[::2], line[1::2])}
+
+
+@pytest.mark.skipif(cpu_allocator.huge_pages_environment({"VP_JAX_CPU_ALLOCATOR": "on"}) is None,
+                    reason="needs glibc >= 2.35 and a kernel with transparent huge pages")
+def test_restart_with_huge_pages_reexecutes_once_and_the_faults_drop():
+  starts, on = _restart({"VP_JAX_CPU_ALLOCATOR": "on"})
+  assert starts == ["", "glibc.malloc.hugetlb=1"]          # two starts: the original, the re-exec
+  starts, off = _restart({"VP_JAX_CPU_ALLOCATOR": "off"})
+  assert starts == [""]                                    # no re-exec
+  # 256 MB in 4 KB pages is 65536 faults; in 2 MB pages 128 (seen: 65.6k -> a few hundred).
+  assert off["faults"] > 60_000, off
+  assert on["faults"] < off["faults"] / 8, (on, off)
+  assert on["huge_kb"] >= 128 * 1024, on
+
+
+def test_cpu_allocator_module_runs_a_command_with_the_tunable():
+  cmd = [sys.executable, "-m", "vp_jax.cpu_allocator", sys.executable, "-c",
+         "import os; print(os.environ.get('GLIBC_TUNABLES', ''))"]
+  base = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+  run = lambda env: subprocess.run(cmd, env=env, capture_output=True, text=True,  # noqa: E731
+                                   check=True, timeout=120).stdout.strip()
+  expected = cpu_allocator.huge_pages_environment({**base, "VP_JAX_CPU_ALLOCATOR": "on"})
+  assert run({**base, "VP_JAX_CPU_ALLOCATOR": "on"}) == (expected or {}).get("GLIBC_TUNABLES", "")
+  assert run({**base, "VP_JAX_CPU_ALLOCATOR": "off"}) == ""
+  assert subprocess.run([sys.executable, "-m", "vp_jax.cpu_allocator"], env=base,
+                        capture_output=True, text=True).returncode != 0
+
+
+@pytest.mark.parametrize("script", ["demo", "eval_video_tokenizer", "train", "train_audio_tokenizer",
+                                    "train_lm", "train_video_tokenizer"])
+def test_launchers_restart_with_huge_pages_before_main(script):
+  # The re-exec must come before main() (jax's threads, any output): the `__main__` block's calls.
+  import ast
+  tree = ast.parse(open(os.path.join(REPO, "launch", script + ".py")).read())
+  block = next(n for n in tree.body if isinstance(n, ast.If) and "__main__" in ast.unparse(n.test))
+  calls = [ast.unparse(n.value.func) for n in block.body
+           if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call)]
+  assert calls == ["cpu_allocator.restart_with_huge_pages", "main"], calls
