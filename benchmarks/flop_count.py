@@ -3,9 +3,10 @@ convolution and dot_general in its jaxpr, nothing else.
 
 Why: the tokenizer benchmarks compare our throughput with PyTorch references whose FLOPs torch's
 counter gives in that convention; XLA's `cost_analysis()` also counts elementwise ops (norms,
-activations, padding copies), so the two would not be comparable. Sub-jaxprs are walked: `pjit` /
-custom-derivative calls once, `scan` bodies x length, `cond`/`switch` (and `platform_dependent`,
-which stages out every platform's branch) the largest branch, `while` bodies once.
+activations, padding copies), so the two would not be comparable. `vp_jax.nn.onednn_conv`'s
+primitive counts as the convolution it is. Sub-jaxprs are walked: `pjit` / custom-derivative calls
+once, `scan` bodies x length, `cond`/`switch` (and `platform_dependent`, which stages out every
+platform's branch) the largest branch, `while` bodies once.
 """
 from __future__ import annotations
 
@@ -38,6 +39,9 @@ def _jaxpr_flops(jaxpr) -> int:
       rhs = eqn.invars[1].aval.shape
       out_features = rhs[eqn.params["dimension_numbers"].rhs_spec[0]]
       total += 2 * math.prod(eqn.outvars[0].aval.shape) * (math.prod(rhs) // out_features)
+    elif name == "onednn_conv":        # vp_jax.nn.onednn_conv: channels-last, kernel [..., Cin, Cout]
+      rhs = eqn.invars[1].aval.shape
+      total += 2 * math.prod(eqn.outvars[0].aval.shape) * (math.prod(rhs) // rhs[-1])
     elif name == "dot_general":
       (contract, _), _ = eqn.params["dimension_numbers"]
       lhs = eqn.invars[0].aval.shape

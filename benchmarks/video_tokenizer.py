@@ -23,17 +23,21 @@ counts and FLOPs per call are printed so the match can be judged.
 FLOPs (both sides, same convention): 2 per multiply-add of convolutions and matmuls, from our jaxpr
 (benchmarks/flop_count.py) and from torch.utils.flop_counter for the reference; GFLOP/s is that over
 the measured time, as a fraction of the peak = `benchmarks/mfu.py`'s best jitted float32 matmul.
-XLA's own `cost_analysis()` count (all ops, incl. norms and activations) is printed for ours too.
+XLA's own `cost_analysis()` count (all ops it runs itself, incl. norms and activations; not the
+convolutions oneDNN runs, custom calls it does not count) is printed for ours too.
 Timings: one warm-up call (compilation), then the best of `--repeats` calls (`block_until_ready` on
 our side). With `--rounds R` ours and the reference take turns R times and each side keeps its best
 round: on a shared machine whose speed drifts by tens of percent from minute to minute, a single
 turn each can put the two sides in different conditions. `--dtypes float32,bfloat16` times ours
 with bfloat16 activations as well (on XLA:CPU, jaxlib 0.10.2, it was no faster: docs/magvit.md).
+Ours runs its convolutions through oneDNN where XLA:CPU has it (vp_jax/nn/onednn_conv.py);
+`--cpu_convs onednn,xla` also times it with XLA's own convolutions, the lowering before stop 38.
 
   python benchmarks/video_tokenizer.py                      # small (17x64x64) + paper widths
   python benchmarks/video_tokenizer.py --configs paper --frames 5 --size 64
   python benchmarks/video_tokenizer.py --no_torch           # ours only
   python benchmarks/video_tokenizer.py --no_torch --configs small --dtypes float32,bfloat16
+  python benchmarks/video_tokenizer.py --configs small --cpu_convs onednn,xla --rounds 3
 """
 from __future__ import annotations
 
@@ -62,6 +66,7 @@ from torchref import run_reference  # noqa: E402
 
 from vp_jax.models.magvit import preset, synthetic  # noqa: E402
 from vp_jax.models.magvit.tokenizer import create_tokenizer  # noqa: E402
+from vp_jax.nn import onednn_conv  # noqa: E402
 from vp_jax.tokenizers.video_tokenizer import VideoTokenizer  # noqa: E402
 
 
@@ -82,11 +87,12 @@ def _flops(jitted, *args) -> float:
 
 
 def bench_jax(name: str, clips: np.ndarray, peak: float, upsample_kernel: int = 3,
-              dtype: str = "float32") -> dict:
-  """Builds and compiles ours; `time_jax` then times it (once per round)."""
+              dtype: str = "float32", cpu_convs: str = "onednn") -> dict:
+  """Builds and compiles ours (`cpu_convs`: VideoTokenizer's, "onednn" or "xla"); `time_jax`
+  then times it (once per round)."""
   module = create_tokenizer(preset(name, upsample_kernel=upsample_kernel, dtype=dtype))
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
-  tok = VideoTokenizer.from_module(module)
+  tok = VideoTokenizer.from_module(module, cpu_convs=cpu_convs)
   x = jnp.asarray(clips)
   ids = tok.encode(x)
   return {"config": name, "dtype": dtype, "params": params, "peak": peak,
@@ -111,9 +117,11 @@ def time_jax(r: dict, repeats: int) -> dict:
   return r
 
 
-def _key(upsample_kernel: int, dtype: str) -> str:
-  """results[config] key of one of our variants: "jax_up3", or "jax_up3_bfloat16" off float32."""
-  return f"jax_up{upsample_kernel}" + ("" if dtype == "float32" else f"_{dtype}")
+def _key(upsample_kernel: int, dtype: str, cpu_convs: str = "onednn") -> str:
+  """results[config] key of one of our variants: "jax_up3", "jax_up3_bfloat16" off float32,
+  "jax_up3_xlaconv" with XLA's own convolutions."""
+  return (f"jax_up{upsample_kernel}" + ("" if dtype == "float32" else f"_{dtype}")
+          + ("" if cpu_convs == "onednn" else "_xlaconv"))
 
 
 def bench_torch(name: str, clips: np.ndarray, repeats: int, threads: int,
@@ -139,6 +147,12 @@ def _keep_faster(best: dict | None, new: dict | str) -> dict | str:
   return out
 
 
+def _conv_label(cpu_convs: str) -> str:
+  if cpu_convs == "xla":
+    return "XLA's convolutions"
+  return "oneDNN convolutions" if onednn_conv.available() else "XLA's convolutions (no oneDNN)"
+
+
 def main(argv=None):
   p = argparse.ArgumentParser()
   p.add_argument("--configs", default="small,paper")
@@ -158,6 +172,9 @@ def main(argv=None):
   p.add_argument("--dtypes", default="float32",
                  help="MagvitConfig.dtype values (activations) to time ours with; the peak and "
                       "the reference are float32")
+  p.add_argument("--cpu_convs", default="onednn",
+                 help="our convolutions on CPU (VideoTokenizer cpu_convs): onednn (by oneDNN "
+                      "where XLA:CPU has it) and/or xla (XLA's own)")
   args = p.parse_args(argv)
   if args.rounds < 1 or args.repeats < 1:
     p.error(f"--rounds {args.rounds} / --repeats {args.repeats}: both must be >= 1.")
@@ -170,10 +187,11 @@ def main(argv=None):
   clips = synthetic.moving_shapes_batch(0, 0, args.batch, args.frames, args.size, args.size)
   results = {}
   kernels = [int(k) for k in args.upsample_kernels.split(",")]
-  variants = [(k, d) for k in kernels for d in args.dtypes.split(",")]
+  variants = [(k, d, c) for k in kernels for d in args.dtypes.split(",")
+              for c in args.cpu_convs.split(",")]
   shape = f"{args.batch}x{args.frames}x{args.size}x{args.size}"
   for name in args.configs.split(","):
-    ours = {(k, d): bench_jax(name, clips, peak, k, d) for k, d in variants}
+    ours = {v: bench_jax(name, clips, peak, *v) for v in variants}
     t = None
     for _ in range(args.rounds):     # ours and the reference take turns; each keeps its best
       for r in ours.values():
@@ -184,10 +202,11 @@ def main(argv=None):
         if isinstance(t, str):
           break
     results[name] = {}
-    for (kernel, dtype), r in ours.items():
+    for (kernel, dtype, convs), r in ours.items():
       r = {k: v for k, v in r.items() if k not in ("tok", "x", "ids")}
-      results[name][_key(kernel, dtype)] = r
-      print(f"{name} {shape}, {kernel}x{kernel}x{kernel} upsampling convs, {dtype} activations:\n"
+      results[name][_key(kernel, dtype, convs)] = r
+      print(f"{name} {shape}, {kernel}x{kernel}x{kernel} upsampling convs, {dtype} activations, "
+            f"{_conv_label(convs)}:\n"
             f"  vp_jax ({r['params'] / 1e6:.2f}M params): encode {r['encode_fps']:.2f} frames/s "
             f"({r['encode_flops'] / 1e9:.1f} GFLOP, {r['encode_gflops']:.1f} GFLOP/s, "
             f"{100 * r['encode_peak_frac']:.0f}% of peak); decode {r['decode_fps']:.2f} frames/s "
@@ -208,9 +227,10 @@ def main(argv=None):
           f"GFLOP/s, {100 * enc_g / peak:.0f}% of peak); decode {t['decode_fps']:.2f} frames/s "
           f"({t['decode_flops'] / 1e9:.1f} GFLOP, {dec_g:.1f} GFLOP/s, {100 * dec_g / peak:.0f}% "
           f"of peak)", flush=True)
-    for kernel, dtype in variants:
-      r = results[name][_key(kernel, dtype)]
-      print(f"  ratio vp_jax ({kernel}x{kernel}x{kernel} upsampling, {dtype}) / magvit2-pytorch "
+    for kernel, dtype, convs in variants:
+      r = results[name][_key(kernel, dtype, convs)]
+      print(f"  ratio vp_jax ({kernel}x{kernel}x{kernel} upsampling, {dtype}, "
+            f"{_conv_label(convs)}) / magvit2-pytorch "
             f"frames/s: "
             f"encode {r['encode_fps'] / t['encode_fps']:.2f}x, decode "
             f"{r['decode_fps'] / t['decode_fps']:.2f}x (target >= 2x)", flush=True)

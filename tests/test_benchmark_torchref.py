@@ -29,6 +29,11 @@ def test_dot_and_conv_flops_by_hand():
   x, k = jnp.ones((2, 7, 7, 5)), jnp.ones((3, 3, 5, 6))
   assert conv(x, k).shape == (2, 4, 4, 6)
   assert flop_count.conv_matmul_flops(conv, x, k) == 2 * (2 * 4 * 4 * 6) * (3 * 3 * 5)
+  # The same conv through vp_jax.nn.onednn_conv's primitive counts the same.
+  from vp_jax.nn.onednn_conv import onednn_conv
+  same = lambda x, k: onednn_conv(x, k, (2, 2), ((1, 1), (1, 1)))
+  assert jax.eval_shape(same, x, k).shape == (2, 4, 4, 6)
+  assert flop_count.conv_matmul_flops(same, x, k) == 2 * (2 * 4 * 4 * 6) * (3 * 3 * 5)
   # Elementwise work is not counted.
   assert flop_count.conv_matmul_flops(lambda x: jnp.tanh(x) * 2, x) == 0
 

@@ -84,6 +84,24 @@ def test_bad_ids(tok):
     tok.decode(np.zeros((1, 1, 2, 2), np.float32))
 
 
+def test_cpu_convs_onednn_and_xla_run_the_same_function(tok, clips):
+  """The default (cpu_convs="onednn") compiles encode with oneDNN's convolutions where XLA:CPU has
+  them, batch-sharded over the 8 devices; "xla" keeps XLA's. The same codes and frames."""
+  from vp_jax.nn import onednn_conv
+  xla = VideoTokenizer.from_module(create_tokenizer(TINY, 0), cpu_convs="xla")
+  x = jnp.asarray(clips[:1, :5])
+  texts = {name: t._encode.lower(t._params, x).compile().as_text()
+           for name, t in (("onednn", tok), ("xla", xla))}
+  assert texts["xla"].count("__onednn$convolution") == 0
+  assert (texts["onednn"].count("__onednn$convolution") > 0) == onednn_conv.available()
+  ids = tok.encode(clips)
+  np.testing.assert_array_equal(np.asarray(xla.encode(clips)), np.asarray(ids))
+  np.testing.assert_allclose(np.asarray(xla.decode(ids)), np.asarray(tok.decode(ids)),
+                             rtol=0, atol=1e-5)
+  with pytest.raises(ValueError, match="cpu_convs='mkl'; use one of"):
+    VideoTokenizer.from_module(create_tokenizer(TINY, 0), cpu_convs="mkl")
+
+
 def test_mismatched_params():
   with pytest.raises(ValueError, match="VideoTokenizer: param"):
     VideoTokenizer(preset("tiny", filters=16),

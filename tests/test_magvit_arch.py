@@ -270,18 +270,68 @@ def test_uses_tap_products_rule():
 
 def test_small_decoder_output_conv_uses_tap_products():
   """The small preset's decoder conv to RGB lowers on CPU to one dot and slice adds instead of a
-  convolution (a residual conv stays a convolution), with the native conv's values."""
+  convolution; a residual conv stays a convolution (XLA's; oneDNN's custom call when traced in
+  `onednn_conv.use()` where XLA:CPU has it), all with the native conv's values."""
   from vp_jax.models.magvit.conv import CausalConv3d, conv3d_native
+  from vp_jax.nn import onednn_conv
   with nnx.use_eager_sharding(False):
     conv = CausalConv3d(32, 3, (3, 3, 3), rngs=nnx.Rngs(0))
     wide = CausalConv3d(32, 32, (3, 3, 3), rngs=nnx.Rngs(0))
   x = jnp.asarray(np.random.default_rng(5).normal(size=(1, 5, 8, 8, 32)), jnp.float32)
-  for module, convs, dots in ((conv, 0, 1), (wide, 1, 0)):
-    hlo = jax.jit(lambda a, m=module: m(a)).lower(x).as_text()   # lowered for this CPU
-    assert (hlo.count("stablehlo.convolution"), hlo.count("stablehlo.dot_general")) == (convs, dots)
-  want = conv3d_native(x, conv.kernel[...], (1, 1, 1), [(1, 1), (1, 1)]) + conv.bias[...]
-  np.testing.assert_allclose(np.asarray(jax.jit(lambda a: conv(a))(x)), np.asarray(want),
-                             rtol=1e-4, atol=1e-4)
+  in_use = (0, 1) if onednn_conv.available() else (1, 0)
+  for module, onednn, convs, dots in ((conv, False, (0, 0), 1), (wide, False, (1, 0), 0),
+                                      (conv, True, (0, 0), 1), (wide, True, in_use, 0)):
+    fn = lambda a, m=module: m(a)  # noqa: E731 - a new function per case: a fresh trace
+    with onednn_conv.use(onednn):
+      hlo = jax.jit(fn).lower(x).as_text()                       # lowered for this CPU
+      got = jax.jit(fn)(x)
+    assert (hlo.count("stablehlo.convolution"), hlo.count("@__onednn$convolution("),
+            hlo.count("stablehlo.dot_general")) == (*convs, dots)
+    want = conv3d_native(x, module.kernel[...], (1, 1, 1), [(1, 1), (1, 1)]) + module.bias[...]
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("kernel,strides,thw", [((3, 3, 3), (1, 1, 1), (5, 8, 6)),
+                                                ((3, 3, 3), (2, 2, 2), (9, 8, 7)),
+                                                ((3, 3, 3), (1, 2, 2), (1, 7, 9)),
+                                                ((1, 1, 1), (1, 1, 1), (5, 4, 4))])
+def test_conv3d_onednn_matches_native_with_its_gradients(kernel, strides, thw):
+  """The oneDNN CPU path computes the native causal 3D conv; its gradients (conv3d_as_2d's
+  backward) are the native conv's."""
+  from vp_jax.models.magvit.conv import _same_pad, conv3d_native, conv3d_onednn
+  from vp_jax.nn import onednn_conv
+  if not onednn_conv.available():
+    pytest.skip("no oneDNN convolution in this XLA:CPU")
+  rng = np.random.default_rng(6)
+  x = jnp.asarray(rng.normal(size=(2, *thw, 6)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(*kernel, 6, 5)), jnp.float32)
+  pad = [_same_pad(thw[1], kernel[1], strides[1]), _same_pad(thw[2], kernel[2], strides[2])]
+  dy = None
+  outs = {}
+  for name, f in (("native", lambda a, b: conv3d_native(a, b, strides, pad)),
+                  ("onednn", lambda a, b: conv3d_onednn(a, b, strides, pad))):
+    y, vjp = jax.vjp(jax.jit(f), x, k)
+    if dy is None:
+      dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+    outs[name] = (y, *vjp(dy))                                       # y, dx, dkernel
+  assert outs["onednn"][0].shape == outs["native"][0].shape
+  for want, got in zip(outs["native"], outs["onednn"]):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
+
+
+def test_cpu_lowering_rule():
+  """Tap products first; otherwise, inside `onednn_conv.use()`, oneDNN for float32 where
+  available; XLA's 2D form otherwise (and always outside it: training)."""
+  from vp_jax.models.magvit.conv import cpu_lowering
+  from vp_jax.nn import onednn_conv
+  assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.float32) == "as_2d"
+  with onednn_conv.use():
+    wide = "onednn" if onednn_conv.available() else "as_2d"
+    assert cpu_lowering((3, 3, 3, 32, 3), (1, 1, 1), jnp.float32) == "tap_products"
+    assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.float32) == wide
+    assert cpu_lowering((3, 3, 3, 128, 3), (2, 2, 2), jnp.float32) == wide
+    assert cpu_lowering((1, 1, 1, 128, 18), (1, 1, 1), jnp.float32) == wide
+    assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.bfloat16) == "as_2d"
 
 
 @pytest.mark.parametrize("name,spatial,temporal,codes", [("paper", 8, 4, 2 ** 18),

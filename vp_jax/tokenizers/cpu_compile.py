@@ -7,20 +7,34 @@ runs them at ~35% of the machine's matmul peak; with YNNPACK off for the functio
 It is an option of the jitted function, not of the process: in *training* the YNNPACK path was the
 faster one (a MAGVIT small train step at 8x9x32x32: 3.4 s with it, 4.1 s without), the prefix LM's
 matmuls are faster with it too, and SoundStream's 1D convolutions gained nothing (decode slower).
+
+Since stop 38 MAGVIT's convolutions in these functions run by oneDNN instead where XLA:CPU has it
+(`vp_jax.nn.onednn_conv`; the option above then covers the rest): small preset, 1x17x64x64, in one
+process: encode 167 -> 102 ms, decode 412 -> 298 ms; paper widths at 5x64x64: 2.72 -> 1.52 s and
+3.64 -> 2.19 s.
 """
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import jax
+
+from vp_jax.nn import onednn_conv
 
 # An empty list of YNNPACK fusion types: no YNNPACK fusions in the compiled function.
 CONV_INFERENCE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh) -> Callable:
+def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, onednn: bool = True) -> Callable:
   """`jax.jit(fn)`, compiled with CONV_INFERENCE_OPTIONS when every device of `mesh` is a CPU
-  (other backends get plain `jax.jit`)."""
-  if all(d.platform == "cpu" for d in mesh.devices.flat):
-    return jax.jit(fn, compiler_options=CONV_INFERENCE_OPTIONS)
-  return jax.jit(fn)
+  and then traced inside `onednn_conv.use(onednn)` (MAGVIT's convolutions run by oneDNN where
+  XLA:CPU has it); other backends get plain `jax.jit`."""
+  if not all(d.platform == "cpu" for d in mesh.devices.flat):
+    return jax.jit(fn)
+
+  @functools.wraps(fn)
+  def traced(*args, **kwargs):
+    with onednn_conv.use(onednn):
+      return fn(*args, **kwargs)
+  return jax.jit(traced, compiler_options=CONV_INFERENCE_OPTIONS)

@@ -33,6 +33,8 @@ from vp_jax.tokenizers.cpu_compile import conv_inference_jit
 API_VERSION = "magvit-v2/1"
 # COMMIT: masked pixels of the condition video are set to this value (mid-grey, 0 in [-1, 1]).
 COMMIT_FILL = 0.5
+# How encode/decode run their convolutions on CPU (`VideoTokenizer(cpu_convs=...)`).
+CPU_CONVS = ("onednn", "xla")
 
 
 def check_frames(frames: Any, name: str = "frames") -> np.ndarray | jax.Array:
@@ -65,10 +67,15 @@ class VideoTokenizer:
   """The MAGVIT-v2 tokenizer as the rest of the system uses it: jit-compiled, batch-sharded
   `encode(frames) -> ids` and `decode(ids) -> frames` ([0, 1] or uint8 frames, int32 ids in
   [0, 2^D)), COMMIT conditions for inpainting/outpainting, and `load` from a training workdir.
-  Inputs are checked on the host (rank, 1 + 4k frames, range, dtype) before anything runs."""
+  Inputs are checked on the host (rank, 1 + 4k frames, range, dtype) before anything runs.
+  `cpu_convs`: on CPU, "onednn" runs the convolutions by oneDNN where XLA:CPU has it
+  (`vp_jax.nn.onednn_conv`), "xla" keeps XLA's own; the same function either way."""
 
-  def __init__(self, config: MagvitConfig, params: dict, mesh: jax.sharding.Mesh | None = None):
+  def __init__(self, config: MagvitConfig, params: dict, mesh: jax.sharding.Mesh | None = None,
+               cpu_convs: str = "onednn"):
     config.validate()
+    if cpu_convs not in CPU_CONVS:
+      raise ValueError(f"VideoTokenizer cpu_convs={cpu_convs!r}; use one of {CPU_CONVS}.")
     self.config = config
     self.mesh = mesh if mesh is not None else _default_mesh()
     abstract = nnx.eval_shape(lambda: create_tokenizer(config))
@@ -78,8 +85,8 @@ class VideoTokenizer:
     _check_tree(params, template)
     self._params = jax.device_put(params, NamedSharding(self.mesh, PartitionSpec()))
     self._data_ways = math.prod(self.mesh.shape[a] for a in self._batch_axes())
-    self._encode = conv_inference_jit(self._encode_fn, self.mesh)
-    self._decode = conv_inference_jit(self._decode_fn, self.mesh)
+    self._encode = conv_inference_jit(self._encode_fn, self.mesh, cpu_convs == "onednn")
+    self._decode = conv_inference_jit(self._decode_fn, self.mesh, cpu_convs == "onednn")
     self.checkpoint: str | None = None   # set by `load`: the workdir and step the weights came from
     self.step: int | None = None
     self.weights: str | None = None      # set by `load`: "ema" (the moving average) or "params"
@@ -87,7 +94,8 @@ class VideoTokenizer:
   # -- construction -------------------------------------------------------------------------------
   @classmethod
   def load(cls, checkpoint_dir_or_workdir: str, mesh: jax.sharding.Mesh | None = None,
-           step: int | None = None, weights: str = "auto") -> "VideoTokenizer":
+           step: int | None = None, weights: str = "auto",
+           cpu_convs: str = "onednn") -> "VideoTokenizer":
     """From a `train_video_tokenizer` workdir (or its `checkpoints/` folder): the latest (or given)
     committed step's tokenizer weights and the workdir's `magvit_config.json`. `weights`: "auto"
     (the moving average of the weights where the run kept one, `TrainerConfig.ema_decay`, else the
@@ -100,14 +108,15 @@ class VideoTokenizer:
     mesh = mesh if mesh is not None else _default_mesh()
     params, step, weights = restore_tokenizer_params(
         path, step, NamedSharding(mesh, PartitionSpec()), weights)
-    tok = cls(config, params, mesh)
+    tok = cls(config, params, mesh, cpu_convs)
     tok.checkpoint, tok.step, tok.weights = path, int(step), weights
     return tok
 
   @classmethod
-  def from_module(cls, tokenizer: MagvitTokenizer, mesh=None) -> "VideoTokenizer":
+  def from_module(cls, tokenizer: MagvitTokenizer, mesh=None,
+                  cpu_convs: str = "onednn") -> "VideoTokenizer":
     """Wraps an in-memory MagvitTokenizer (its config and current weights)."""
-    return cls(tokenizer.cfg, nnx.to_pure_dict(nnx.state(tokenizer)), mesh)
+    return cls(tokenizer.cfg, nnx.to_pure_dict(nnx.state(tokenizer)), mesh, cpu_convs)
 
   def describe(self) -> dict[str, Any]:
     """What produced these codes (recorded by the tokenization job): the class, the API version,

@@ -21,6 +21,12 @@ output channels ran at 16-25 GFLOP/s at the decoder's output shapes; the matmul 
 (17x64x64, 32 -> 3 channels: 14-16 -> 4-5 ms; 17x128x128, 128 -> 3: 356 -> 31 ms; docs/magvit.md
 "Speed"). It pays only where Cin is several times Cout (`TAP_PRODUCTS_MIN_CIN_PER_COUT`): at
 32 -> 16 or 8 -> 8 channels it was slower. Its backward pass is `conv3d_as_2d`'s.
+
+Traced inside `vp_jax.nn.onednn_conv.use()` (the video tokenizer's encode and decode,
+`vp_jax.tokenizers.cpu_compile`), the other float32 convolutions run as one native 3D convolution
+by oneDNN inside the XLA:CPU program (`conv3d_onednn`): 1.3-2.8x faster than `conv3d_as_2d` at
+this model's shapes (17x64x64, 64 -> 32 channels: 98 -> 35 ms). Training keeps XLA's (see that
+module for why); its backward pass would be `conv3d_as_2d`'s too.
 """
 from __future__ import annotations
 
@@ -32,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from vp_jax.nn import hash_random
+from vp_jax.nn import hash_random, onednn_conv
 from vp_jax.nn.conv2d import conv2d
 
 
@@ -86,31 +92,50 @@ def conv3d_tap_products(x: jax.Array, kernel: jax.Array,
   """The same causal 3D conv (stride 1) as x @ all taps' kernels, then a sum of shifted slices:
   y[t, i, j] = sum over taps (a, b, c) of p[t + a - (kt-1), i + b - top, j + c - left, (a, b, c)]
   with p = x @ kernel, zero outside the clip. Its gradient is `conv3d_as_2d`'s."""
-  return _tap_products(x, kernel, tuple((int(lo), int(hi)) for lo, hi in padding_hw))
+  return _with_as_2d_gradient(_tap_products_forward, x, kernel, (1, 1, 1), _hashable(padding_hw))
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
-def _tap_products(x, kernel, padding_hw):
-  return _tap_products_forward(x, kernel, padding_hw)
+def conv3d_onednn(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                  padding_hw: Sequence[tuple[int, int]]) -> jax.Array:
+  """The same causal 3D conv, run by oneDNN inside the XLA:CPU program (`vp_jax.nn.onednn_conv`;
+  float32, and only where `onednn_conv.available()`). Its gradient is `conv3d_as_2d`'s."""
+  return _with_as_2d_gradient(_onednn_forward, x, kernel, tuple(int(s) for s in strides),
+                              _hashable(padding_hw))
 
 
-def _tap_products_fwd(x, kernel, padding_hw):
-  return _tap_products_forward(x, kernel, padding_hw), (x, kernel)
+def _onednn_forward(x, kernel, strides, padding_hw):
+  return onednn_conv.onednn_conv(x, kernel, strides, [(kernel.shape[0] - 1, 0), *padding_hw])
 
 
-def _tap_products_bwd(padding_hw, residuals, dy):
-  # XLA's own gradient of the slice sum ran ~60x slower than the forward (a 2x17x64x64, 32 -> 3
-  # conv: 798 ms forward + backward, against 87 ms for `conv3d_as_2d`), so the backward is that of
-  # the 2D-conv form: the same function, the same gradients.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(0, 3, 4))
+def _with_as_2d_gradient(forward, x, kernel, strides, padding_hw):
+  """forward(x, kernel, strides, padding_hw), differentiated as `conv3d_as_2d` (same function)."""
+  return forward(x, kernel, strides, padding_hw)
+
+
+def _with_as_2d_gradient_fwd(forward, x, kernel, strides, padding_hw):
+  return forward(x, kernel, strides, padding_hw), (x, kernel)
+
+
+def _with_as_2d_gradient_bwd(forward, strides, padding_hw, residuals, dy):
+  # The oneDNN call has no differentiation rule, and XLA's own gradient of the tap products' slice
+  # sum ran ~60x slower than the forward (a 2x17x64x64, 32 -> 3 conv: 798 ms forward + backward,
+  # against 87 ms for `conv3d_as_2d`), so both take the 2D-conv form's backward.
+  del forward
   x, kernel = residuals
-  _, vjp = jax.vjp(lambda a, k: conv3d_as_2d(a, k, (1, 1, 1), padding_hw), x, kernel)
+  _, vjp = jax.vjp(lambda a, k: conv3d_as_2d(a, k, strides, padding_hw), x, kernel)
   return vjp(dy)
 
 
-_tap_products.defvjp(_tap_products_fwd, _tap_products_bwd)
+_with_as_2d_gradient.defvjp(_with_as_2d_gradient_fwd, _with_as_2d_gradient_bwd)
 
 
-def _tap_products_forward(x, kernel, padding_hw):
+def _hashable(padding_hw):
+  return tuple((int(lo), int(hi)) for lo, hi in padding_hw)
+
+
+def _tap_products_forward(x, kernel, strides, padding_hw):
+  del strides  # always (1, 1, 1)
   kt, kh, kw, cin, cout = kernel.shape
   b, t, h, w, _ = x.shape
   (top, bottom), (left, right) = padding_hw
@@ -140,6 +165,17 @@ def uses_tap_products(kernel_shape: Sequence[int], strides: Sequence[int]) -> bo
           and cin >= TAP_PRODUCTS_MIN_CIN_PER_COUT * cout)
 
 
+def cpu_lowering(kernel_shape: Sequence[int], strides: Sequence[int], dtype) -> str:
+  """How a conv with this [kt, kh, kw, Cin, Cout] kernel, these strides and this compute dtype runs
+  on CPU: "tap_products" (`uses_tap_products`), else "onednn" (float32 where this process's
+  XLA:CPU runs oneDNN convolutions) or "as_2d"."""
+  if uses_tap_products(kernel_shape, strides):
+    return "tap_products"
+  if jnp.dtype(dtype) == jnp.float32 and onednn_conv.enabled():
+    return "onednn"
+  return "as_2d"
+
+
 class CausalConv3d(nnx.Module):
   """y = conv(x) with causal time padding; kernel [kt, kh, kw, in, out] + bias [out]."""
 
@@ -157,8 +193,11 @@ class CausalConv3d(nnx.Module):
     _, kh, kw = self.kernel_size
     _, sh, sw = self.strides
     padding_hw = [_same_pad(x.shape[2], kh, sh), _same_pad(x.shape[3], kw, sw)]
-    if uses_tap_products(self.kernel.shape, self.strides):
+    lowering = cpu_lowering(self.kernel.shape, self.strides, self.dtype)
+    if lowering == "tap_products":
       cpu = lambda a, k: conv3d_tap_products(a, k, padding_hw)  # noqa: E731
+    elif lowering == "onednn":
+      cpu = lambda a, k: conv3d_onednn(a, k, self.strides, padding_hw)  # noqa: E731
     else:
       cpu = lambda a, k: conv3d_as_2d(a, k, self.strides, padding_hw)  # noqa: E731
     y = jax.lax.platform_dependent(

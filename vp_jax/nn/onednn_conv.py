@@ -1,0 +1,173 @@
+"""Channels-last convolutions run by oneDNN inside XLA:CPU programs.
+
+Why: XLA:CPU's own convolutions (Eigen, or YNNPACK) ran MAGVIT's 3x3x3 convolutions at 70-190
+GFLOP/s on the 2-core AVX-512 host where oneDNN, the library PyTorch's CPU convolutions use, ran
+the same ones at 220-230 (docs/magvit.md "Speed", stop 38: 17x64x64, 32 -> 32 channels: 35.9 ->
+17.3 ms; 64 -> 32: 98.1 -> 35.3 ms; 5x64x64, 128 -> 128: 142 -> 80 ms; outputs within 3e-5).
+
+How: jaxlib (0.10.2) links oneDNN into XLA:CPU and its thunk runtime runs a custom call named
+`__onednn$convolution` whose backend config is a `OneDnnConvolutionConfig`, but the pass that
+would rewrite convolutions into that call is not part of jaxlib's build. `onednn_conv` binds a
+primitive whose CPU lowering emits that custom call directly (with `jax._src`'s `custom_call`, an
+internal helper); on other platforms it lowers to `lax.conv_general_dilated`. The config follows
+XLA's `onednn_convolution.cc` at jaxlib 0.10.2: spatial dimensions 0-based, strides and pads as they
+are, window dilations stored + 1 (0 = dense in oneDNN).
+
+Since that is an internal interface of one jaxlib, `available()` compiles and runs a small strided,
+asymmetrically padded 3D convolution once per process and compares it with lax's; any failure or
+mismatch (another jaxlib, an XLA:CPU without oneDNN such as aarch64 builds) makes it False and
+callers keep XLA's convolutions. `VP_JAX_ONEDNN_CONV=off` turns it off for the process. float32
+only. There is no differentiation rule: callers give the forward pass a `custom_vjp` with XLA's
+backward.
+
+Where: only functions traced inside `with use():`, which `vp_jax.tokenizers.cpu_compile` sets for
+the video tokenizer's encode and decode. Training keeps XLA's convolutions: a MAGVIT train step
+was no faster with oneDNN's forward (the backward dominates; 7.3-8.4 against 7.5-13.3 s per
+2x17x64x64 generator step), and XLA cannot serialize a program holding the custom call (JAX's
+persistent compilation cache warns "std::bad_alloc" and skips it), which the tests rely on.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import functools
+import json
+import logging
+import os
+import threading
+from typing import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax._src.interpreters import mlir as _mlir
+from jax.extend.core import Primitive
+from jax.interpreters import mlir
+
+ENV_VAR = "VP_JAX_ONEDNN_CONV"
+Padding = Sequence[tuple[int, int]]
+
+onednn_conv_p = Primitive("onednn_conv")
+
+
+def _output_shape(x_shape, kernel_shape, strides, padding):
+  spatial = [(x_shape[1 + i] + lo + hi - kernel_shape[i]) // s + 1
+             for i, (s, (lo, hi)) in enumerate(zip(strides, padding))]
+  return (x_shape[0], *spatial, kernel_shape[-1])
+
+
+def _abstract_eval(x, kernel, *, strides, padding):
+  return jax.core.ShapedArray(_output_shape(x.shape, kernel.shape, strides, padding), x.dtype)
+
+
+def _reference(x, kernel, *, strides, padding):
+  nd = len(strides)
+  spec = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"),
+          3: ("NDHWC", "DHWIO", "NDHWC")}[nd]
+  return jax.lax.conv_general_dilated(x, kernel, strides, padding, dimension_numbers=spec)
+
+
+def backend_config(nd: int, kernel_spatial: Sequence[int], strides: Sequence[int],
+                   padding: Padding) -> str:
+  """The custom call's backend config (XLA's `BackendConfig` proto as JSON) for an `nd`-D conv
+  with x [N, *spatial, Cin], kernel [*kernel_spatial, Cin, Cout] and y [N, *spatial', Cout]."""
+  rank = nd + 2
+  data = {"batch_dim": 0, "feature_dim": rank - 1, "spatial_dims": list(range(1, nd + 1))}
+  return json.dumps({"onednn_conv_config": {
+      "dims": rank,
+      "input": {"dims": rank, "data": data},
+      "kernel": {"dims": rank, "filter": {"input_feature_dim": nd, "output_feature_dim": nd + 1,
+                                          "spatial_dims": list(range(nd))}},
+      "output": {"dims": rank, "data": data},
+      "window": {"size": [int(k) for k in kernel_spatial],
+                 "pad_left": [int(lo) for lo, _ in padding],
+                 "pad_right": [int(hi) for _, hi in padding],
+                 "strides": [int(s) for s in strides],
+                 "window_dilations": [1] * nd},     # dilation 1 = oneDNN's 0, stored + 1
+      "feature_groups": 1}})
+
+
+def _cpu_lowering(ctx, x, kernel, *, strides, padding):
+  nd = len(strides)
+  row_major = list(range(nd + 1, -1, -1))
+  op = _mlir.custom_call(
+      "__onednn$convolution",
+      result_types=[_mlir.aval_to_ir_type(ctx.module_context, ctx.avals_out[0])],
+      operands=[x, kernel],
+      backend_config=backend_config(nd, ctx.avals_in[1].shape[:nd], strides, padding),
+      api_version=1, operand_layouts=[row_major, row_major], result_layouts=[row_major])
+  return op.results
+
+
+onednn_conv_p.def_abstract_eval(_abstract_eval)
+onednn_conv_p.def_impl(functools.partial(jax.jit, static_argnames=("strides", "padding"))(
+    lambda x, kernel, *, strides, padding: onednn_conv_p.bind(
+        x, kernel, strides=strides, padding=padding)))
+mlir.register_lowering(onednn_conv_p, mlir.lower_fun(_reference, multiple_results=False))
+mlir.register_lowering(onednn_conv_p, _cpu_lowering, platform="cpu")
+
+
+def onednn_conv(x: jax.Array, kernel: jax.Array, strides: Sequence[int],
+                padding: Padding) -> jax.Array:
+  """x [N, *spatial, Cin] (1-3 spatial dims), kernel [*k, Cin, Cout], explicit (lo, hi) padding
+  per spatial dim -> [N, *spatial', Cout]; what `lax.conv_general_dilated` computes, run by
+  oneDNN on CPU (call `available()` first: this does not check)."""
+  nd = x.ndim - 2
+  if not 1 <= nd <= 3 or kernel.ndim != nd + 2 or len(strides) != nd or len(padding) != nd:
+    raise ValueError(f"onednn_conv: x {x.shape}, kernel {kernel.shape}, strides {strides} and "
+                     f"padding {padding} do not describe a 1-3D channels-last convolution")
+  if x.dtype != jnp.float32 or kernel.dtype != jnp.float32:
+    raise ValueError(f"onednn_conv: float32 only, got {x.dtype} / {kernel.dtype}")
+  return onednn_conv_p.bind(x, kernel, strides=tuple(int(s) for s in strides),
+                            padding=tuple((int(lo), int(hi)) for lo, hi in padding))
+
+
+@functools.lru_cache(maxsize=None)
+def available() -> bool:
+  """Whether this process's XLA:CPU runs `onednn_conv` and gets lax's result (checked once)."""
+  if os.environ.get(ENV_VAR, "auto").strip().lower() in ("off", "0", "false", "no"):
+    return False
+  # In a thread of its own: the first call may come while a caller traces a function under a mesh
+  # of several devices, and JAX's trace and mesh contexts are per thread.
+  with concurrent.futures.ThreadPoolExecutor(1) as pool:
+    return pool.submit(_check).result()
+
+
+def _check() -> bool:
+  rng = np.random.default_rng(0)
+  x = rng.standard_normal((2, 3, 6, 5, 4), np.float32)
+  kernel = rng.standard_normal((3, 3, 3, 4, 5), np.float32)
+  strides, padding = (1, 2, 2), ((2, 0), (0, 1), (1, 1))
+  try:
+    cpu = jax.devices("cpu")[0]
+    xs, ks = jax.device_put(x, cpu), jax.device_put(kernel, cpu)
+    got = np.asarray(jax.jit(lambda a, k: onednn_conv(a, k, strides, padding))(xs, ks))
+    want = np.asarray(_reference(xs, ks, strides=strides, padding=padding))
+  except Exception as e:  # noqa: BLE001 - any failure means: not usable here
+    logging.getLogger(__name__).warning("oneDNN convolutions unavailable, XLA's are used: %s", e)
+    return False
+  return got.shape == want.shape and bool(np.allclose(got, want, rtol=1e-4, atol=1e-4))
+
+
+_setting = threading.local()
+
+
+def enabled() -> bool:
+  """Whether a convolution traced now should call `onednn_conv`: inside `use()` (the innermost
+  `use` decides) and `available()`."""
+  stack = getattr(_setting, "stack", None)
+  return bool(stack) and stack[-1] and available()
+
+
+@contextlib.contextmanager
+def use(on: bool = True) -> Iterator[None]:
+  """Functions traced inside this block (this thread) take oneDNN's convolutions where `on` and
+  available, XLA's otherwise. Outside any block: XLA's."""
+  stack = getattr(_setting, "stack", None)
+  if stack is None:
+    stack = _setting.stack = []
+  stack.append(bool(on))
+  try:
+    yield
+  finally:
+    stack.pop()
