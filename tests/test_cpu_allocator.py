@@ -101,8 +101,8 @@ _FAULTS = textwrap.dedent("""
 @pytest.mark.skipif(cpu_allocator._libc() is None, reason="needs Linux with glibc")
 def test_keep_mapped_stops_encode_faulting_its_buffers_in():
   # MAGVIT `tiny` at 1x17x128x128: its activations (up to ~27 MB) come from mmap with glibc's
-  # defaults, ~18k minor faults on every call (measured); kept mapped, most calls fault (almost)
-  # none. The heap still grows now and then (a freed block that an aligned request does not
+  # defaults, ~18k minor faults on every call with XLA's convolutions and ~6.5k with oneDNN's (no
+  # copies of the time taps; measured); kept mapped, most calls fault (almost) none. The heap still grows now and then (a freed block that an aligned request does not
   # fit), so the check is on the median and the total, not on every call.
   # glibc's own defaults, not the huge pages `make test` starts pytest with (GLIBC_TUNABLES).
   env = {**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, "PYTHONPATH": REPO,
@@ -111,7 +111,7 @@ def test_keep_mapped_stops_encode_faulting_its_buffers_in():
                        timeout=600, check=True).stdout.split("\n")
   faults = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in out
             if line.startswith(("default", "keep"))}
-  assert min(faults["default"]) > 10_000, faults
+  assert min(faults["default"]) > 3_000, faults
   # Median: 0 on an idle machine; a few dozen seen with three more copies of this test running.
   assert sorted(faults["keep"])[len(faults["keep"]) // 2] < 1_000, faults
   assert sum(faults["keep"]) < sum(faults["default"]) / 3, faults
