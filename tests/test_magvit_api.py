@@ -1,9 +1,11 @@
 """VideoTokenizer API: shapes, pixel ranges, sharded batches, COMMIT, bad input, load from a
 trainer workdir."""
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from jax.sharding import NamedSharding, PartitionSpec
 
 from vp_jax.models.magvit import preset, synthetic
 from vp_jax.models.magvit.tokenizer import create_tokenizer
@@ -89,11 +91,20 @@ def test_cpu_convs_onednn_and_xla_run_the_same_function(tok, clips):
   them, batch-sharded over the 8 devices; "xla" keeps XLA's. The same codes and frames."""
   from vp_jax.nn import onednn_conv
   xla = VideoTokenizer.from_module(create_tokenizer(TINY, 0), cpu_convs="xla")
-  x = jnp.asarray(clips[:1, :5])
-  texts = {name: t._encode.lower(t._params, x).compile().as_text()
-           for name, t in (("onednn", tok), ("xla", xla))}
+  assert tok.mesh.size == 8
+  x = jax.device_put(jnp.zeros((8, 5, 16, 16, 3), jnp.uint8),
+                     NamedSharding(tok.mesh, PartitionSpec(tok._batch_axes())))
+  texts = {}
+  for name, t in (("onednn", tok), ("xla", xla)):
+    with jax.set_mesh(t.mesh):
+      texts[name] = t._encode.lower(t._params, x).compile().as_text()
   assert texts["xla"].count("__onednn$convolution") == 0
-  assert (texts["onednn"].count("__onednn$convolution") > 0) == onednn_conv.available()
+  calls = [line for line in texts["onednn"].splitlines()
+           if "custom-call(" in line and "__onednn$convolution" in line]
+  assert bool(calls) == onednn_conv.available()
+  # Each device convolves its own clip (shard_map), not the gathered batch of 8.
+  assert all(line.split("= f32[")[1].startswith("1,") for line in calls)
+  assert "all-gather" not in texts["onednn"]
   ids = tok.encode(clips)
   np.testing.assert_array_equal(np.asarray(xla.encode(clips)), np.asarray(ids))
   np.testing.assert_allclose(np.asarray(xla.decode(ids)), np.asarray(tok.decode(ids)),

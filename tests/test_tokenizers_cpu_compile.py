@@ -22,3 +22,27 @@ def test_conv_inference_jit_same_values_without_ynnpack():
   assert "__ynn_fusion" in plain.lower(x, k).compile().as_text()   # the premise
   assert "__ynn_fusion" not in fast.lower(x, k).compile().as_text()
   np.testing.assert_allclose(fast(x, k), plain(x, k), rtol=1e-4, atol=1e-5)
+
+
+def test_conv_inference_jit_with_batch_axes_runs_each_shard_on_its_own():
+  """With oneDNN and batch_axes, fn(params, x) is traced per batch shard (shard_map over the
+  8-device mesh): it sees 1 of the 8 clips, and the result is plain jit's."""
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()), ("data",))
+  seen = []
+
+  def fn(params, x):
+    seen.append(x.shape[0])
+    return jnp.tanh(x * params["w"]).sum(axis=1)                   # [B, 3]
+
+  params = {"w": jnp.float32(0.5)}
+  x = jnp.asarray(np.random.default_rng(1).normal(size=(8, 4, 3)), jnp.float32)
+  xs = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
+  with jax.set_mesh(mesh):
+    got = conv_inference_jit(fn, mesh, onednn=True, batch_axes=("data",))(params, xs)
+  assert seen == [1] and got.shape == (8, 3)
+  np.testing.assert_allclose(np.asarray(got), np.asarray(jnp.tanh(x * 0.5).sum(axis=1)),
+                             rtol=1e-6)
+  seen.clear()
+  with jax.set_mesh(mesh):
+    conv_inference_jit(fn, mesh, onednn=False, batch_axes=("data",))(params, xs)
+  assert seen == [8]                                   # XLA's convs: plain jit, whole batch

@@ -19,6 +19,7 @@ import functools
 from typing import Callable
 
 import jax
+from jax.sharding import PartitionSpec
 
 from vp_jax.nn import onednn_conv
 
@@ -26,12 +27,26 @@ from vp_jax.nn import onednn_conv
 CONV_INFERENCE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, onednn: bool = True) -> Callable:
+def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, onednn: bool = True,
+                       batch_axes: tuple[str, ...] | None = None) -> Callable:
   """`jax.jit(fn)`, compiled with CONV_INFERENCE_OPTIONS when every device of `mesh` is a CPU
   and then traced inside `onednn_conv.use(onednn)` (MAGVIT's convolutions run by oneDNN where
-  XLA:CPU has it); other backends get plain `jax.jit`."""
+  XLA:CPU has it); other backends get plain `jax.jit`.
+
+  With oneDNN and `batch_axes`, `fn(params, x)` (x batch-major, the batch split over those mesh
+  axes, params replicated, the result split like x; every sample computed on its own) runs under
+  `shard_map`: XLA's SPMD partitioner does not know the oneDNN custom call and would gather the
+  whole batch onto every device before it (measured: a 4-device mesh's encode ran each conv on all
+  4 clips), while per shard each device convolves its own clips."""
   if not all(d.platform == "cpu" for d in mesh.devices.flat):
     return jax.jit(fn)
+  if onednn and batch_axes and mesh.size > 1:
+    batch = PartitionSpec(batch_axes)
+    # check_vma=False: the oneDNN primitive's abstract eval does not track which manual axes a
+    # value varies over, so the checker would see its output as replicated and other branches'
+    # as varying; nothing here communicates across the batch shards.
+    fn = jax.shard_map(fn, mesh=mesh, in_specs=(PartitionSpec(), batch), out_specs=batch,
+                       check_vma=False)
 
   @functools.wraps(fn)
   def traced(*args, **kwargs):

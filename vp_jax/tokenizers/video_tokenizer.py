@@ -85,8 +85,9 @@ class VideoTokenizer:
     _check_tree(params, template)
     self._params = jax.device_put(params, NamedSharding(self.mesh, PartitionSpec()))
     self._data_ways = math.prod(self.mesh.shape[a] for a in self._batch_axes())
-    self._encode = conv_inference_jit(self._encode_fn, self.mesh, cpu_convs == "onednn")
-    self._decode = conv_inference_jit(self._decode_fn, self.mesh, cpu_convs == "onednn")
+    onednn = cpu_convs == "onednn"
+    self._encode = conv_inference_jit(self._encode_fn, self.mesh, onednn, self._batch_axes())
+    self._decode = conv_inference_jit(self._decode_fn, self.mesh, onednn, self._batch_axes())
     self.checkpoint: str | None = None   # set by `load`: the workdir and step the weights came from
     self.step: int | None = None
     self.weights: str | None = None      # set by `load`: "ema" (the moving average) or "params"
