@@ -80,8 +80,11 @@ def _best(fn, repeats):
   return best
 
 
-def _flops(jitted, *args) -> float:
-  cost = jitted.lower(*args).compile().cost_analysis()
+def _flops(tok, jitted, x) -> float:
+  """XLA's cost_analysis FLOPs of one of `tok`'s jitted functions, on x as the tokenizer feeds it
+  (padded to and split over the mesh's data ways)."""
+  with jax.set_mesh(tok.mesh):
+    cost = jitted.lower(tok._params, tok._shard_batch(x)).compile().cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   return float(cost.get("flops", 0.0)) if cost else 0.0
 
@@ -99,8 +102,8 @@ def bench_jax(name: str, clips: np.ndarray, peak: float, upsample_kernel: int = 
           "frames": clips.shape[0] * clips.shape[1], "tok": tok, "x": x, "ids": ids,
           "encode_flops": conv_matmul_flops(tok._encode_fn, tok._params, x),  # the function,
           "decode_flops": conv_matmul_flops(tok._decode_fn, tok._params, ids),  # not its jit
-          "encode_xla_flops": _flops(tok._encode, tok._params, x),
-          "decode_xla_flops": _flops(tok._decode, tok._params, ids),
+          "encode_xla_flops": _flops(tok, tok._encode, x),
+          "decode_xla_flops": _flops(tok, tok._decode, ids),
           "encode_s": float("inf"), "decode_s": float("inf")}
 
 

@@ -200,7 +200,9 @@ def test_video_bench_jax_cpu_convs_variant(tiny_clips):
   texts = {}
   for convs in ("xla", "onednn"):
     r = vt.bench_jax("tiny", tiny_clips, peak=8.0, cpu_convs=convs)
-    texts[convs] = r["tok"]._encode.lower(r["tok"]._params, r["x"]).compile().as_text()
+    tok = r["tok"]
+    with jax.set_mesh(tok.mesh):
+      texts[convs] = tok._encode.lower(tok._params, tok._shard_batch(r["x"])).compile().as_text()
     assert r["encode_flops"] == TINY_ENCODE_FLOPS
   assert "__onednn$convolution" not in texts["xla"] and " convolution(" in texts["xla"]
   assert ("__onednn$convolution" in texts["onednn"]) == onednn_conv.available()

@@ -155,13 +155,17 @@ class VideoTokenizer:
     x = self._model(params).decode(ids)
     return jnp.clip((x.astype(jnp.float32) + 1.0) / 2.0, 0.0, 1.0)
 
-  def _run(self, fn, x):
-    b = x.shape[0]
-    pad = (-b) % self._data_ways
+  def _shard_batch(self, x) -> jax.Array:
+    """x padded (repeating its last row) to a multiple of the data ways, split over them."""
+    pad = (-x.shape[0]) % self._data_ways
     if pad:
       x = jnp.concatenate([jnp.asarray(x), jnp.repeat(jnp.asarray(x)[-1:], pad, axis=0)])
     spec = PartitionSpec(self._batch_axes() or None, *([None] * (x.ndim - 1)))
-    x = jax.device_put(x, NamedSharding(self.mesh, spec))
+    return jax.device_put(x, NamedSharding(self.mesh, spec))
+
+  def _run(self, fn, x):
+    b = x.shape[0]
+    x = self._shard_batch(x)
     with jax.set_mesh(self.mesh):
       out = fn(self._params, x)
     return out[:b]
