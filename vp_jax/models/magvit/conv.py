@@ -167,8 +167,8 @@ def uses_tap_products(kernel_shape: Sequence[int], strides: Sequence[int]) -> bo
 
 def cpu_lowering(kernel_shape: Sequence[int], strides: Sequence[int], dtype) -> str:
   """How a conv with this [kt, kh, kw, Cin, Cout] kernel, these strides and this compute dtype runs
-  on CPU: "tap_products" (`uses_tap_products`), else "onednn" (float32 where this process's
-  XLA:CPU runs oneDNN convolutions) or "as_2d"."""
+  on CPU: "tap_products" (`uses_tap_products`), else "onednn" (float32, traced inside
+  `onednn_conv.use()`, where this process's XLA:CPU runs oneDNN convolutions) or "as_2d"."""
   if uses_tap_products(kernel_shape, strides):
     return "tap_products"
   if jnp.dtype(dtype) == jnp.float32 and onednn_conv.enabled():
