@@ -124,3 +124,27 @@ def test_available_inside_a_trace_under_a_mesh_of_several_devices():
     assert seen == [X86]
   finally:
     oc.available.cache_clear()
+
+
+@pytest.mark.multiprocess
+def test_two_processes_agree_and_match_xla(tmp_path):
+  """Two jax processes on localhost (the multi-host path): both find oneDNN available (the check
+  uses the process's own CPU device, not the global device 0 of process 0), and the tokenizer's
+  codes and frames over the shared mesh equal those of XLA's convolutions."""
+  import os
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0",
+         "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}
+  proc = subprocess.run(
+      [sys.executable, os.path.join(repo, "launch", "local_multiprocess.py"), "--num_processes",
+       "2", "--timeout", "240", "--", sys.executable,
+       os.path.join(repo, "tests", "multiprocess_tokenizer_worker.py")],
+      env=env, capture_output=True, text=True, timeout=300, cwd=repo)
+  assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+  results = [json.loads(line.split("RESULT ", 1)[1]) for line in proc.stdout.splitlines()
+             if "RESULT " in line]
+  assert sorted(r["process"] for r in results) == [0, 1]
+  for r in results:
+    assert r["processes"] == 2 and r["available"] == X86
+    assert r["ids_shape"] == [4, 3, 2, 2] and r["ids_equal"]
+    assert r["frames_max_diff"] < 1e-4

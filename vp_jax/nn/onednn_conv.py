@@ -139,7 +139,7 @@ def _check() -> bool:
   kernel = rng.standard_normal((3, 3, 3, 4, 5), np.float32)
   strides, padding = (1, 2, 2), ((2, 0), (0, 1), (1, 1))
   try:
-    cpu = jax.devices("cpu")[0]
+    cpu = jax.local_devices(backend="cpu")[0]   # this process's own (jax.devices() is global)
     xs, ks = jax.device_put(x, cpu), jax.device_put(kernel, cpu)
     got = np.asarray(jax.jit(lambda a, k: onednn_conv(a, k, strides, padding))(xs, ks))
     want = np.asarray(_reference(xs, ks, strides=strides, padding=padding))
