@@ -1,5 +1,6 @@
 """vp_jax.nn.onednn_conv: XLA:CPU's oneDNN convolution called from JAX."""
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -95,7 +96,7 @@ def test_env_var_turns_it_off():
           "oc.use().__enter__(); "
           "print(oc.available(), conv.cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.float32))")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                       env={**__import__("os").environ, oc.ENV_VAR: "off", "JAX_PLATFORMS": "cpu"})
+                       env={**os.environ, oc.ENV_VAR: "off", "JAX_PLATFORMS": "cpu"})
   assert out.stdout.split() == ["False", "as_2d"]
 
 
@@ -131,7 +132,6 @@ def test_two_processes_agree_and_match_xla(tmp_path):
   """Two jax processes on localhost (the multi-host path): both find oneDNN available (the check
   uses the process's own CPU device, not the global device 0 of process 0), and the tokenizer's
   codes and frames over the shared mesh equal those of XLA's convolutions."""
-  import os
   repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0",
          "JAX_COMPILATION_CACHE_DIR": str(tmp_path / "cache")}
