@@ -90,7 +90,7 @@ _FAULTS = textwrap.dedent("""
     for keep in (False, True):                                     # glibc defaults, then kept
       cpu_allocator.set_keep_mapped(keep)
       faults = []
-      for _ in range(8):
+      for _ in range(12):
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         jax.block_until_ready(tok.encode(x))
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
@@ -102,8 +102,10 @@ _FAULTS = textwrap.dedent("""
 def test_keep_mapped_stops_encode_faulting_its_buffers_in():
   # MAGVIT `tiny` at 1x17x128x128: its activations (up to ~27 MB) come from mmap with glibc's
   # defaults, ~18k minor faults on every call with XLA's convolutions and ~6.5k with oneDNN's (no
-  # copies of the time taps; measured); kept mapped, most calls fault (almost) none. The heap still grows now and then (a freed block that an aligned request does not
-  # fit), so the check is on the median and the total, not on every call.
+  # copies of the time taps; measured); kept mapped, most calls fault (almost) none. Either way a
+  # call now and then lands differently (CI, stop 38: one default call faulted 0 times, one kept
+  # call 6.5k: a freed block that an aligned request does or does not fit), so the checks are on
+  # the medians and the totals, not on every call.
   # glibc's own defaults, not the huge pages `make test` starts pytest with (GLIBC_TUNABLES).
   env = {**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, "PYTHONPATH": REPO,
          "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
@@ -111,9 +113,10 @@ def test_keep_mapped_stops_encode_faulting_its_buffers_in():
                        timeout=600, check=True).stdout.split("\n")
   faults = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in out
             if line.startswith(("default", "keep"))}
-  assert min(faults["default"]) > 3_000, faults
+  median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
+  assert median(faults["default"]) > 3_000, faults
   # Median: 0 on an idle machine; a few dozen seen with three more copies of this test running.
-  assert sorted(faults["keep"])[len(faults["keep"]) // 2] < 1_000, faults
+  assert median(faults["keep"]) < 1_000, faults
   assert sum(faults["keep"]) < sum(faults["default"]) / 3, faults
 
 
