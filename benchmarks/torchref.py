@@ -123,7 +123,11 @@ def bench_magvit(spec: dict, clips: np.ndarray) -> dict:
       use_gan=False, perceptual_loss_weight=0.0, flash_attn=False).eval()
   video = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1   # [B, 3, T, H, W]
   frames = clips.shape[0] * clips.shape[1]
-  with torch.inference_mode():
+  # spec["autocast"] = "bfloat16": torch's CPU autocast (convolutions in bfloat16), the reference's
+  # own counterpart of our bfloat16-operand convolutions; None: float32 throughout.
+  autocast = spec.get("autocast")
+  with torch.inference_mode(), torch.autocast("cpu", dtype=getattr(torch, autocast or "float32"),
+                                               enabled=bool(autocast)):
     codes = model.tokenize(video)
     enc, codes, enc_all = _timed(lambda: model.tokenize(video), spec["repeats"], "best")
     dec, recon, dec_all = _timed(lambda: model.decode_from_code_indices(codes), spec["repeats"],
@@ -136,7 +140,7 @@ def bench_magvit(spec: dict, clips: np.ndarray) -> dict:
           "params": sum(p.numel() for p in model.parameters()),
           "codes_shape": list(codes.shape), "recon_shape": list(recon.shape),
           "layers": [list(l) for l in layers], "threads": torch.get_num_threads(),
-          "torch": torch.__version__}
+          "torch": torch.__version__, "autocast": autocast, "recon_dtype": str(recon.dtype)}
 
 
 def bench_soundstream(spec: dict, waves: np.ndarray) -> dict:

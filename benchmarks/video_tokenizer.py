@@ -31,13 +31,18 @@ round: on a shared machine whose speed drifts by tens of percent from minute to 
 turn each can put the two sides in different conditions. `--dtypes float32,bfloat16` times ours
 with bfloat16 activations as well (on XLA:CPU, jaxlib 0.10.2, it was no faster: docs/magvit.md).
 Ours runs its convolutions through oneDNN where XLA:CPU has it (vp_jax/nn/onednn_conv.py);
-`--cpu_convs onednn,xla` also times it with XLA's own convolutions, the lowering before stop 38.
+`--cpu_convs onednn,xla` also times it with XLA's own convolutions, the lowering before stop 38,
+and `onednn_bf16` with bfloat16 conv operands (float32 sums, TPU's default precision; where the CPU
+has AVX512_BF16 or AMX). Its counterpart on the reference side is torch's CPU autocast to bfloat16,
+`--torch_dtypes float32,bfloat16`: each of our variants is then compared with both.
 
   python benchmarks/video_tokenizer.py                      # small (17x64x64) + paper widths
   python benchmarks/video_tokenizer.py --configs paper --frames 5 --size 64
   python benchmarks/video_tokenizer.py --no_torch           # ours only
   python benchmarks/video_tokenizer.py --no_torch --configs small --dtypes float32,bfloat16
   python benchmarks/video_tokenizer.py --configs small --cpu_convs onednn,xla --rounds 3
+  python benchmarks/video_tokenizer.py --configs small --cpu_convs onednn,onednn_bf16 \
+      --torch_dtypes float32,bfloat16 --upsample_kernels 3 --rounds 3
 """
 from __future__ import annotations
 
@@ -91,8 +96,8 @@ def _flops(tok, jitted, x) -> float:
 
 def bench_jax(name: str, clips: np.ndarray, peak: float, upsample_kernel: int = 3,
               dtype: str = "float32", cpu_convs: str = "onednn") -> dict:
-  """Builds and compiles ours (`cpu_convs`: VideoTokenizer's, "onednn" or "xla"); `time_jax`
-  then times it (once per round)."""
+  """Builds and compiles ours (`cpu_convs`: VideoTokenizer's, "onednn", "onednn_bf16" or "xla");
+  `time_jax` then times it (once per round)."""
   module = create_tokenizer(preset(name, upsample_kernel=upsample_kernel, dtype=dtype))
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
   tok = VideoTokenizer.from_module(module, cpu_convs=cpu_convs)
@@ -122,20 +127,23 @@ def time_jax(r: dict, repeats: int) -> dict:
 
 def _key(upsample_kernel: int, dtype: str, cpu_convs: str = "onednn") -> str:
   """results[config] key of one of our variants: "jax_up3", "jax_up3_bfloat16" off float32,
-  "jax_up3_xlaconv" with XLA's own convolutions."""
+  "jax_up3_xlaconv" with XLA's own convolutions, "jax_up3_bf16conv" with bfloat16 conv operands."""
   return (f"jax_up{upsample_kernel}" + ("" if dtype == "float32" else f"_{dtype}")
-          + ("" if cpu_convs == "onednn" else "_xlaconv"))
+          + {"onednn": "", "xla": "_xlaconv", "onednn_bf16": "_bf16conv"}.get(cpu_convs,
+                                                                              f"_{cpu_convs}"))
 
 
 def bench_torch(name: str, clips: np.ndarray, repeats: int, threads: int,
-                python: str | None) -> dict | str:
+                python: str | None, dtype: str = "float32") -> dict | str:
   """magvit2-pytorch's VideoTokenizer in our preset's layout (torchref.magvit_layers), run in the
-  reference venv on the same clips; a string when it cannot run."""
+  reference venv on the same clips (`dtype` "bfloat16": under torch's CPU autocast); a string when
+  it cannot run."""
   cfg = preset(name)
   spec = {"filters": cfg.filters, "channel_multipliers": list(cfg.channel_multipliers),
           "num_res_blocks": cfg.num_res_blocks,
           "temporal_downsample": list(cfg.temporal_downsample),
-          "embedding_dim": cfg.embedding_dim, "repeats": repeats, "threads": threads}
+          "embedding_dim": cfg.embedding_dim, "repeats": repeats, "threads": threads,
+          "autocast": None if dtype == "float32" else dtype}
   return run_reference("magvit", spec, clips, python)
 
 
@@ -153,7 +161,14 @@ def _keep_faster(best: dict | None, new: dict | str) -> dict | str:
 def _conv_label(cpu_convs: str) -> str:
   if cpu_convs == "xla":
     return "XLA's convolutions"
+  if cpu_convs == "onednn_bf16" and onednn_conv.available("bfloat16"):
+    return "oneDNN convolutions, bfloat16 operands"
   return "oneDNN convolutions" if onednn_conv.available() else "XLA's convolutions (no oneDNN)"
+
+
+def _torch_key(dtype: str) -> str:
+  """results[config] key of the reference's run: "torch" (float32), "torch_bfloat16" (autocast)."""
+  return "torch" if dtype == "float32" else f"torch_{dtype}"
 
 
 def main(argv=None):
@@ -177,10 +192,16 @@ def main(argv=None):
                       "the reference are float32")
   p.add_argument("--cpu_convs", default="onednn",
                  help="our convolutions on CPU (VideoTokenizer cpu_convs): onednn (by oneDNN "
-                      "where XLA:CPU has it) and/or xla (XLA's own)")
+                      "where XLA:CPU has it), onednn_bf16 (bfloat16 operands) and/or xla "
+                      "(XLA's own)")
+  p.add_argument("--torch_dtypes", default="float32",
+                 help="the reference's runs: float32 and/or bfloat16 (torch CPU autocast)")
   args = p.parse_args(argv)
   if args.rounds < 1 or args.repeats < 1:
     p.error(f"--rounds {args.rounds} / --repeats {args.repeats}: both must be >= 1.")
+  torch_dtypes = args.torch_dtypes.split(",")
+  if not set(torch_dtypes) <= {"float32", "bfloat16"}:
+    p.error(f"--torch_dtypes {args.torch_dtypes}: float32 and/or bfloat16.")
   peak = measure_matmul_peak(repeats=3)
   print(f"matmul peak: {peak:.1f} GFLOP/s (float32, {jax.device_count()} device(s), "
         f"{jax.devices()[0].platform}); load average {os.getloadavg()[0]:.2f}; best of "
@@ -195,14 +216,15 @@ def main(argv=None):
   shape = f"{args.batch}x{args.frames}x{args.size}x{args.size}"
   for name in args.configs.split(","):
     ours = {v: bench_jax(name, clips, peak, *v) for v in variants}
-    t = None
+    refs = dict.fromkeys(torch_dtypes)
     for _ in range(args.rounds):     # ours and the reference take turns; each keeps its best
       for r in ours.values():
         time_jax(r, args.repeats)
       if not args.no_torch:
-        t = _keep_faster(t, bench_torch(name, clips, args.repeats, args.threads,
-                                         args.torch_python))
-        if isinstance(t, str):
+        for td in torch_dtypes:
+          refs[td] = _keep_faster(refs[td], bench_torch(name, clips, args.repeats, args.threads,
+                                                        args.torch_python, td))
+        if any(isinstance(t, str) for t in refs.values()):
           break
     results[name] = {}
     for (kernel, dtype, convs), r in ours.items():
@@ -219,24 +241,26 @@ def main(argv=None):
             f"GFLOP", flush=True)
     if args.no_torch:
       continue
-    if isinstance(t, str):
-      print(f"  magvit2-pytorch: unavailable ({t})", flush=True)
-      continue
-    results[name]["torch"] = t
-    enc_g, dec_g = t["encode_flops"] / t["encode_s"] / 1e9, t["decode_flops"] / t["decode_s"] / 1e9
-    print(f"  magvit2-pytorch {t['torch'].split('+')[0]}, {t['threads']} threads "
-          f"({t['params'] / 1e6:.2f}M params, 1x1x1 upsampling convs): encode "
-          f"{t['encode_fps']:.2f} frames/s ({t['encode_flops'] / 1e9:.1f} GFLOP, {enc_g:.1f} "
-          f"GFLOP/s, {100 * enc_g / peak:.0f}% of peak); decode {t['decode_fps']:.2f} frames/s "
-          f"({t['decode_flops'] / 1e9:.1f} GFLOP, {dec_g:.1f} GFLOP/s, {100 * dec_g / peak:.0f}% "
-          f"of peak)", flush=True)
-    for kernel, dtype, convs in variants:
-      r = results[name][_key(kernel, dtype, convs)]
-      print(f"  ratio vp_jax ({kernel}x{kernel}x{kernel} upsampling, {dtype}, "
-            f"{_conv_label(convs)}) / magvit2-pytorch "
-            f"frames/s: "
-            f"encode {r['encode_fps'] / t['encode_fps']:.2f}x, decode "
-            f"{r['decode_fps'] / t['decode_fps']:.2f}x (target >= 2x)", flush=True)
+    for td, t in refs.items():
+      what = "magvit2-pytorch" + ("" if td == "float32" else f" ({td} autocast)")
+      if isinstance(t, str):
+        print(f"  {what}: unavailable ({t})", flush=True)
+        continue
+      results[name][_torch_key(td)] = t
+      enc_g, dec_g = (t["encode_flops"] / t["encode_s"] / 1e9,
+                      t["decode_flops"] / t["decode_s"] / 1e9)
+      print(f"  {what} {t['torch'].split('+')[0]}, {t['threads']} threads "
+            f"({t['params'] / 1e6:.2f}M params, 1x1x1 upsampling convs): encode "
+            f"{t['encode_fps']:.2f} frames/s ({t['encode_flops'] / 1e9:.1f} GFLOP, {enc_g:.1f} "
+            f"GFLOP/s, {100 * enc_g / peak:.0f}% of peak); decode {t['decode_fps']:.2f} frames/s "
+            f"({t['decode_flops'] / 1e9:.1f} GFLOP, {dec_g:.1f} GFLOP/s, "
+            f"{100 * dec_g / peak:.0f}% of peak)", flush=True)
+      for kernel, dtype, convs in variants:
+        r = results[name][_key(kernel, dtype, convs)]
+        print(f"  ratio vp_jax ({kernel}x{kernel}x{kernel} upsampling, {dtype}, "
+              f"{_conv_label(convs)}) / {what} frames/s: "
+              f"encode {r['encode_fps'] / t['encode_fps']:.2f}x, decode "
+              f"{r['decode_fps'] / t['decode_fps']:.2f}x (target >= 2x)", flush=True)
   return results
 
 

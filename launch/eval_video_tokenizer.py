@@ -7,6 +7,7 @@ of docs/magvit.md "Status" and the slow PSNR test).
   python launch/eval_video_tokenizer.py --workdir runs/magvit_vid --steps 200 400 --blocks 1
   python launch/eval_video_tokenizer.py --workdir runs/magvit_img --frames 1      # image model
   python launch/eval_video_tokenizer.py --workdir runs/magvit_vid --weights params # not the EMA
+  python launch/eval_video_tokenizer.py --workdir runs/magvit_vid --cpu_convs onednn_bf16
 
 One line per step on stdout; --json writes the full scores (a list, one per step).
 """
@@ -29,6 +30,9 @@ def parse_args(argv):
   p.add_argument("--weights", default="auto", choices=("auto", "ema", "params"),
                  help="the generator's moving average (TrainerConfig.ema_decay) where the run "
                       "kept one (auto), always (ema), or the trained weights (params)")
+  p.add_argument("--cpu_convs", default="onednn", choices=("onednn", "onednn_bf16", "xla"),
+                 help="VideoTokenizer cpu_convs: oneDNN's convolutions (float32 or bfloat16 "
+                      "operands) or XLA's")
   p.add_argument("--json", default=None, help="write the scores here as JSON")
   args = p.parse_args(argv)
   from vp_jax.data.formats import check_num_frames
@@ -51,12 +55,13 @@ def main(argv):
   from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
   scores = []
   for step in args.steps or [None]:
-    tok = VideoTokenizer.load(args.workdir, step=step, weights=args.weights)
+    tok = VideoTokenizer.load(args.workdir, step=step, weights=args.weights,
+                              cpu_convs=args.cpu_convs)
     score = score_held_out(tok, num_frames=args.frames, height=args.size, width=args.size,
                            blocks=args.blocks, block_size=args.block_size,
                            keyframe_every=tok.config.temporal_factor)
-    print(f"{score.summary()}; {tok.weights} weights", flush=True)
-    scores.append({**score.to_json(), "weights": tok.weights})
+    print(f"{score.summary()}; {tok.weights} weights; cpu_convs {args.cpu_convs}", flush=True)
+    scores.append({**score.to_json(), "weights": tok.weights, "cpu_convs": args.cpu_convs})
   if args.json:
     with open(args.json, "w") as f:
       json.dump(scores, f, indent=1)

@@ -83,7 +83,9 @@ def test_video_bench_torch_spec_and_unavailable_reference(monkeypatch, tiny_clip
   assert seen["kind"] == "magvit" and seen["array"] is tiny_clips
   assert seen["spec"] == {"filters": 8, "channel_multipliers": [1, 1, 2, 2], "num_res_blocks": 1,
                           "temporal_downsample": [False, True, True], "embedding_dim": 18,
-                          "repeats": 3, "threads": 2}
+                          "repeats": 3, "threads": 2, "autocast": None}
+  vt.bench_torch("tiny", tiny_clips, 3, 2, "/some/python", "bfloat16")
+  assert seen["spec"]["autocast"] == "bfloat16"
   monkeypatch.undo()
   missing = str(tmp_path / "python")
   assert vt.bench_torch("tiny", tiny_clips, 1, 1, missing) == \
@@ -170,6 +172,32 @@ def test_video_tokenizer_main_rounds_alternate_and_keep_each_sides_best(monkeypa
   with pytest.raises(SystemExit):
     vt.main(["--configs", "tiny", "--rounds", "0"])
   assert "--rounds 0 / --repeats 2: both must be >= 1." in capsys.readouterr().err
+  with pytest.raises(SystemExit):
+    vt.main(["--configs", "tiny", "--torch_dtypes", "float16"])
+  assert "--torch_dtypes float16: float32 and/or bfloat16." in capsys.readouterr().err
+
+
+def test_video_tokenizer_main_times_both_reference_dtypes_each_round(monkeypatch, capsys):
+  # --torch_dtypes float32,bfloat16: per round ours, then the reference in float32 and under
+  # autocast; each of our variants is compared with both.
+  monkeypatch.setattr(vt, "measure_matmul_peak", lambda **kw: 8.0)
+  clock = ScriptedClock([2 ** -10, 2 ** -9])
+  monkeypatch.setattr(vt, "time", clock)
+  calls = []
+  refs = {"float32": _reference_round(0.5, 0.25), "bfloat16": _reference_round(0.25, 0.125)}
+  monkeypatch.setattr(vt, "bench_torch", lambda *a: calls.append(a[-1]) or refs[a[-1]])
+  r = vt.main(["--configs", "tiny", "--frames", "5", "--size", "8", "--repeats", "1",
+               "--upsample_kernels", "3", "--torch_dtypes", "float32,bfloat16"])
+  out = capsys.readouterr().out
+  assert clock.done and calls == ["float32", "bfloat16"]
+  assert r["tiny"]["torch"]["encode_fps"] == 10.0
+  assert r["tiny"]["torch_bfloat16"]["encode_fps"] == 20.0
+  label = vt._conv_label("onednn")
+  assert (f"float32, {label}) / magvit2-pytorch frames/s: encode {5 * 2 ** 10 / 10:.2f}x, decode "
+          f"{5 * 2 ** 9 / 20:.2f}x") in out
+  assert (f"float32, {label}) / magvit2-pytorch (bfloat16 autocast) frames/s: encode "
+          f"{5 * 2 ** 10 / 20:.2f}x, decode {5 * 2 ** 9 / 40:.2f}x") in out
+  assert "magvit2-pytorch (bfloat16 autocast) 2.11.0, 1 threads" in out
 
 
 @pytest.mark.slow  # ~10 s: another tokenizer compile
@@ -197,8 +225,13 @@ def test_video_bench_jax_cpu_convs_variant(tiny_clips):
   the oneDNN calls where XLA:CPU has them. The same FLOPs either way."""
   from vp_jax.nn import onednn_conv
   assert vt._key(3, "float32", "xla") == "jax_up3_xlaconv" and vt._key(1, "float32") == "jax_up1"
+  assert vt._key(3, "float32", "onednn_bf16") == "jax_up3_bf16conv"
+  assert vt._torch_key("float32") == "torch" and vt._torch_key("bfloat16") == "torch_bfloat16"
+  assert vt._conv_label("onednn_bf16") == (
+      "oneDNN convolutions, bfloat16 operands" if onednn_conv.available("bfloat16")
+      else vt._conv_label("onednn"))
   texts = {}
-  for convs in ("xla", "onednn"):
+  for convs in ("xla", "onednn", "onednn_bf16"):
     r = vt.bench_jax("tiny", tiny_clips, peak=8.0, cpu_convs=convs)
     tok = r["tok"]
     with jax.set_mesh(tok.mesh):
@@ -206,6 +239,9 @@ def test_video_bench_jax_cpu_convs_variant(tiny_clips):
     assert r["encode_flops"] == TINY_ENCODE_FLOPS
   assert "__onednn$convolution" not in texts["xla"] and " convolution(" in texts["xla"]
   assert ("__onednn$convolution" in texts["onednn"]) == onednn_conv.available()
+  bf16_operands = "operand_layout_constraints={bf16["                # the custom call's inputs
+  assert (bf16_operands in texts["onednn_bf16"]) == onednn_conv.available("bfloat16")
+  assert bf16_operands not in texts["onednn"]
 
 
 def test_video_bench_jax_rejects_unknown_cpu_convs(tiny_clips):
@@ -321,7 +357,12 @@ def test_video_bench_torch_in_the_reference_venv():
   assert r["codes_shape"] == [1, 2, 2, 2]
   assert r["recon_shape"] == [1, 3, 5, 16, 16]
   assert r["threads"] == 1 and r["params"] > 0 and r["encode_flops"] > 0 and r["decode_flops"] > 0
-  assert r["torch"].startswith("2.11")
+  assert r["torch"].startswith("2.11") and r["autocast"] is None
+  assert r["recon_dtype"] == "torch.float32"
+  auto = vt.bench_torch("tiny", clips, 1, 1, python, "bfloat16")     # torch's CPU autocast
+  assert isinstance(auto, dict), auto
+  assert auto["autocast"] == "bfloat16" and auto["recon_dtype"] == "torch.bfloat16"
+  assert auto["codes_shape"] == r["codes_shape"] and auto["encode_flops"] == r["encode_flops"]
 
 
 def test_audio_bench_torch_in_the_reference_venv():

@@ -319,9 +319,34 @@ def test_conv3d_onednn_matches_native_with_its_gradients(kernel, strides, thw):
     np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-4, atol=1e-4)
 
 
+def test_conv3d_onednn_bfloat16_operands():
+  """operands="bfloat16": the native conv of the bfloat16-rounded operands, summed in float32 (a
+  TPU's default precision), in x's dtype; its gradients are the float32 native conv's."""
+  from vp_jax.models.magvit.conv import conv3d_native, conv3d_onednn
+  from vp_jax.nn import onednn_conv
+  if not onednn_conv.available("bfloat16"):
+    pytest.skip("no fast oneDNN bfloat16 convolution on this CPU")
+  rng = np.random.default_rng(7)
+  x = jnp.asarray(rng.normal(size=(2, 5, 8, 6, 16)), jnp.float32)
+  k = jnp.asarray(rng.normal(size=(3, 3, 3, 16, 8)), jnp.float32)
+  pad = [(1, 1), (1, 1)]
+  f = jax.jit(lambda a, b: conv3d_onednn(a, b, (1, 1, 1), pad, "bfloat16"))
+  y, vjp = jax.vjp(f, x, k)
+  round16 = lambda v: v.astype(jnp.bfloat16).astype(jnp.float32)  # noqa: E731
+  want = conv3d_native(round16(x), round16(k), (1, 1, 1), pad)
+  exact, native_vjp = jax.vjp(lambda a, b: conv3d_native(a, b, (1, 1, 1), pad), x, k)
+  scale = float(jnp.max(jnp.abs(exact)))
+  assert y.dtype == jnp.float32
+  assert float(jnp.max(jnp.abs(y - want))) < 2e-5 * scale < float(jnp.max(jnp.abs(y - exact)))
+  dy = jnp.asarray(rng.normal(size=y.shape), jnp.float32)
+  for got, ref in zip(vjp(dy), native_vjp(dy)):
+    np.testing.assert_allclose(np.asarray(got), np.asarray(ref), rtol=1e-4, atol=1e-4)
+
+
 def test_cpu_lowering_rule():
   """Tap products first; otherwise, inside `onednn_conv.use()`, oneDNN for float32 where
-  available; XLA's 2D form otherwise (and always outside it: training)."""
+  available (bfloat16 operands inside `use(operands="bfloat16")` or for a bfloat16 model, where
+  the CPU runs them fast); XLA's 2D form otherwise (and always outside it: training)."""
   from vp_jax.models.magvit.conv import cpu_lowering
   from vp_jax.nn import onednn_conv
   assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.float32) == "as_2d"
@@ -331,7 +356,13 @@ def test_cpu_lowering_rule():
     assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.float32) == wide
     assert cpu_lowering((3, 3, 3, 128, 3), (2, 2, 2), jnp.float32) == wide
     assert cpu_lowering((1, 1, 1, 128, 18), (1, 1, 1), jnp.float32) == wide
-    assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.bfloat16) == "as_2d"
+    assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.bfloat16) == (
+        "onednn_bf16" if onednn_conv.available("bfloat16") else "as_2d")
+  with onednn_conv.use(operands="bfloat16"):
+    bf16 = "onednn_bf16" if onednn_conv.available("bfloat16") else wide
+    assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.float32) == bf16
+    assert cpu_lowering((3, 3, 3, 32, 3), (1, 1, 1), jnp.float32) == "tap_products"
+  assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.bfloat16) == "as_2d"
 
 
 @pytest.mark.parametrize("name,spatial,temporal,codes", [("paper", 8, 4, 2 ** 18),

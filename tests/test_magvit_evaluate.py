@@ -158,8 +158,8 @@ def test_cli(monkeypatch, tmp_path, capsys):
     sys.path.pop(0)
   loaded = []
 
-  def fake_load(workdir, step=None, weights="auto"):
-    loaded.append((workdir, step, weights))
+  def fake_load(workdir, step=None, weights="auto", cpu_convs="onednn"):
+    loaded.append((workdir, step, weights) + (() if cpu_convs == "onednn" else (cpu_convs,)))
     tok = OffsetTokenizer()
     tok.step, tok.config = step, preset("tiny")   # the CLI blends at the config's temporal factor
     tok.weights = "params" if weights == "params" else "ema"
@@ -175,13 +175,16 @@ def test_cli(monkeypatch, tmp_path, capsys):
   assert 0 < json.load(open(out))[0]["inbetween_token_change"] <= 1
   printed = capsys.readouterr().out.splitlines()
   assert printed[0].startswith("step 100: held-out PSNR") and len(printed) == 2
-  assert printed[0].endswith("; ema weights")
-  cli.main(["--workdir", "w", "--frames", "5", "--size", "8", "--blocks", "1", "--block_size",
-            "2", "--weights", "params"])
-  assert loaded[-1] == ("w", None, "params")
-  assert capsys.readouterr().out.endswith("params weights\n")
+  assert printed[0].endswith("; ema weights; cpu_convs onednn")
+  assert scores[0]["cpu_convs"] == "onednn"
+  scores = cli.main(["--workdir", "w", "--frames", "5", "--size", "8", "--blocks", "1",
+                     "--block_size", "2", "--weights", "params", "--cpu_convs", "onednn_bf16"])
+  assert loaded[-1] == ("w", None, "params", "onednn_bf16")
+  assert capsys.readouterr().out.endswith("params weights; cpu_convs onednn_bf16\n")
+  assert scores[0]["cpu_convs"] == "onednn_bf16"
   for bad, match in ((["--frames", "16"], "--frames: num_frames=16"), (["--size", "12"], "--size 12"),
-                     (["--blocks", "0"], "--blocks 0"), (["--weights", "best"], "--weights")):
+                     (["--blocks", "0"], "--blocks 0"), (["--weights", "best"], "--weights"),
+                     (["--cpu_convs", "mkl"], "--cpu_convs")):
     with pytest.raises(SystemExit):
       cli.parse_args(["--workdir", "w", *bad])
     assert match in capsys.readouterr().err

@@ -14,6 +14,8 @@ from vp_jax.nn import onednn_conv as oc
 
 X86 = platform.machine().lower() in ("x86_64", "amd64")
 needs_onednn = pytest.mark.skipif(not oc.available(), reason="no oneDNN convolution in this XLA:CPU")
+needs_bf16 = pytest.mark.skipif(not oc.available("bfloat16"),
+                                reason="no fast oneDNN bfloat16 convolution on this CPU")
 
 
 def test_available_on_x86_jaxlib():
@@ -47,6 +49,63 @@ def test_onednn_conv_matches_lax(x_shape, k_shape, strides, padding):
   np.testing.assert_allclose(np.asarray(eager), np.asarray(got), rtol=0, atol=0)
 
 
+@needs_bf16
+@pytest.mark.parametrize("x_shape,k_shape,strides,padding", [
+    ((2, 5, 8, 6, 16), (3, 3, 3, 16, 24), (1, 1, 1), ((2, 0), (1, 1), (1, 1))),
+    ((1, 9, 8, 7, 8), (3, 3, 3, 8, 16), (2, 2, 2), ((2, 0), (0, 1), (1, 1))),
+    ((3, 7, 9, 32), (3, 2, 32, 4), (1, 2), ((1, 1), (0, 1))),
+])
+def test_bfloat16_operands_sum_in_float32(x_shape, k_shape, strides, padding):
+  """bfloat16 operands, float32 result: float32 sums of the rounded operands (as a TPU's default
+  precision), measurably off the float32 conv of the unrounded ones; a bfloat16 result is that
+  sum rounded."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.normal(size=x_shape), jnp.float32)
+  k = jnp.asarray(rng.normal(size=k_shape), jnp.float32)
+  xb, kb = x.astype(jnp.bfloat16), k.astype(jnp.bfloat16)
+  got = jax.jit(lambda a, b: oc.onednn_conv(a, b, strides, padding, jnp.float32))(xb, kb)
+  assert got.dtype == jnp.float32
+  rounded = _lax(xb.astype(jnp.float32), kb.astype(jnp.float32), strides, padding)
+  exact = _lax(x, k, strides, padding)
+  scale = float(jnp.max(jnp.abs(exact)))
+  assert float(jnp.max(jnp.abs(got - rounded))) < 2e-5 * scale
+  assert float(jnp.max(jnp.abs(got - exact))) > 1e-3 * scale        # the rounding is real
+  got16 = jax.jit(lambda a, b: oc.onednn_conv(a, b, strides, padding))(xb, kb)
+  assert got16.dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(got16.astype(jnp.float32)),
+                                np.asarray(got.astype(jnp.bfloat16).astype(jnp.float32)))
+
+
+def test_bfloat16_available_exactly_where_the_cpu_has_the_instructions():
+  assert oc.available("bfloat16") == (X86 and oc.cpu_has_fast_bfloat16())
+  assert oc.available(jnp.bfloat16) == oc.available("bfloat16")
+  with pytest.raises(ValueError, match="operands 'float16'; use one of"):
+    oc.available("float16")
+
+
+def test_bfloat16_not_available_without_the_cpu_instructions(monkeypatch, caplog):
+  monkeypatch.setattr(oc, "cpu_has_fast_bfloat16", lambda: False)
+  oc.available.cache_clear()
+  try:
+    assert not oc.available("bfloat16")
+    assert "oneDNN bfloat16 convolutions not used: this CPU has none of" in caplog.text
+    with oc.use(operands="bfloat16"):                  # float32 operands, where oneDNN runs them
+      assert oc.operand_dtype() == ("float32" if oc.available() else None)
+  finally:
+    oc.available.cache_clear()
+
+
+@pytest.mark.parametrize("flags,want", [("fpu sse avx2 avx512f avx512_bf16 avx512_vnni", True),
+                                        ("fpu avx2 amx_bf16 amx_tile", True),
+                                        ("fpu sse avx2 avx512f avx512bw", False)])
+def test_cpu_has_fast_bfloat16_reads_the_flags_line(tmp_path, flags, want):
+  f = tmp_path / "cpuinfo"
+  f.write_text(f"processor\t: 0\nmodel name\t: Some CPU bf16\nflags\t\t: {flags}\n\n"
+               f"processor\t: 1\nflags\t\t: {flags}\n")
+  assert oc.cpu_has_fast_bfloat16(str(f)) is want
+  assert oc.cpu_has_fast_bfloat16(str(tmp_path / "missing")) is False
+
+
 def test_cpu_lowering_is_the_custom_call_and_other_platforms_get_lax():
   """On CPU the program holds the oneDNN custom call and no convolution; lowered for TPU or GPU
   it is a plain stablehlo convolution (so a model that holds it still lowers there)."""
@@ -57,6 +116,13 @@ def test_cpu_lowering_is_the_custom_call_and_other_platforms_get_lax():
   for other in ("tpu", "cuda"):
     text = traced.lower(lowering_platforms=(other,)).as_text()
     assert "onednn" not in text and text.count("stablehlo.convolution") == 1
+  # bfloat16 operands, float32 result: the same on every platform
+  mixed = jax.jit(lambda a, b: oc.onednn_conv(a, b, (1, 1), ((1, 1), (1, 1)), jnp.float32)).trace(
+      x.astype(jnp.bfloat16), k.astype(jnp.bfloat16))
+  cpu = mixed.lower(lowering_platforms=("cpu",)).as_text()
+  assert "(tensor<1x5x5x4xbf16>, tensor<3x3x4x2xbf16>) -> tensor<1x5x5x2xf32>" in cpu
+  tpu = mixed.lower(lowering_platforms=("tpu",)).as_text()
+  assert "onednn" not in tpu and "-> tensor<1x5x5x2xf32>" in tpu
 
 
 def test_backend_config_encoding():
@@ -77,17 +143,25 @@ def test_abstract_shapes_without_running():
                        jax.ShapeDtypeStruct((4, 17, 128, 224, 3), jnp.float32),
                        jax.ShapeDtypeStruct((3, 3, 3, 3, 128), jnp.float32))
   assert out.shape == (4, 9, 64, 112, 128) and out.dtype == jnp.float32
+  out = jax.eval_shape(lambda a, b: oc.onednn_conv(a, b, (1, 1, 1), ((2, 0), (1, 1), (1, 1)),
+                                                   jnp.float32),
+                       jax.ShapeDtypeStruct((1, 5, 16, 16, 64), jnp.bfloat16),
+                       jax.ShapeDtypeStruct((3, 3, 3, 64, 8), jnp.bfloat16))
+  assert out.shape == (1, 5, 16, 16, 8) and out.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("x,k,match", [
-    (jnp.ones((2, 5, 5, 5, 4), jnp.bfloat16), jnp.ones((3, 3, 3, 4, 2), jnp.bfloat16), "float32"),
-    (jnp.ones((2, 5, 5, 5, 4, 1)), jnp.ones((3, 3, 3, 3, 4, 2)), "1-3D"),
-    (jnp.ones((2, 5, 5, 4)), jnp.ones((3, 3, 3, 4, 2)), "1-3D"),
+@pytest.mark.parametrize("x,k,out,match", [
+    (jnp.ones((2, 5, 5, 5, 4)), jnp.ones((3, 3, 3, 4, 2), jnp.bfloat16), None,
+     "both float32 or both bfloat16, the result one of those; got float32 / bfloat16"),
+    (jnp.ones((2, 5, 5, 4), jnp.float16), jnp.ones((3, 3, 4, 2), jnp.float16), None, "float16"),
+    (jnp.ones((2, 5, 5, 4)), jnp.ones((3, 3, 4, 2)), jnp.int32, "-> int32"),
+    (jnp.ones((2, 5, 5, 5, 4, 1)), jnp.ones((3, 3, 3, 3, 4, 2)), None, "1-3D"),
+    (jnp.ones((2, 5, 5, 4)), jnp.ones((3, 3, 3, 4, 2)), None, "1-3D"),
 ])
-def test_bad_input_is_named(x, k, match):
+def test_bad_input_is_named(x, k, out, match):
   strides, padding = (1,) * (x.ndim - 2), ((1, 1),) * (x.ndim - 2)
   with pytest.raises(ValueError, match=match):
-    oc.onednn_conv(x, k, strides, padding)
+    oc.onednn_conv(x, k, strides, padding, out)
 
 
 def test_env_var_turns_it_off():
@@ -111,6 +185,29 @@ def test_use_block_decides_and_the_innermost_wins():
       assert not oc.enabled() and wide() == "as_2d"
     assert oc.enabled() == oc.available()
   assert not oc.enabled()
+
+
+def test_use_operands_decide_the_operand_dtype():
+  from vp_jax.models.magvit import conv
+  lowering = lambda dtype: conv.cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), dtype)  # noqa: E731
+  f32 = "float32" if oc.available() else None
+  bf16 = "bfloat16" if oc.available("bfloat16") else f32
+  names = {None: "as_2d", "float32": "onednn", "bfloat16": "onednn_bf16"}
+  assert oc.operand_dtype() is None
+  with oc.use(operands="bfloat16"):
+    assert oc.operand_dtype() == bf16 and lowering(jnp.float32) == names[bf16]
+    with oc.use():
+      assert oc.operand_dtype() == f32 and lowering(jnp.float32) == names[f32]
+      # a bfloat16 model's convolutions take bfloat16 operands wherever oneDNN runs them
+      assert lowering(jnp.bfloat16) == ("onednn_bf16" if oc.available("bfloat16") else "as_2d")
+    with oc.use(False, "bfloat16"):
+      assert oc.operand_dtype() is None and lowering(jnp.bfloat16) == "as_2d"
+    assert oc.operand_dtype() == bf16
+  assert oc.operand_dtype() is None and lowering(jnp.bfloat16) == "as_2d"
+  with pytest.raises(ValueError, match="operands 'int8'; use one of"):
+    with oc.use(operands="int8"):
+      pass
+  assert oc.operand_dtype() is None
 
 
 def test_available_inside_a_trace_under_a_mesh_of_several_devices():

@@ -3,6 +3,7 @@ convolution that plain jax.jit hands to YNNPACK compiles without any YNNPACK fus
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from vp_jax.tokenizers.cpu_compile import conv_inference_jit
 
@@ -38,11 +39,35 @@ def test_conv_inference_jit_with_batch_axes_runs_each_shard_on_its_own():
   x = jnp.asarray(np.random.default_rng(1).normal(size=(8, 4, 3)), jnp.float32)
   xs = jax.device_put(x, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data")))
   with jax.set_mesh(mesh):
-    got = conv_inference_jit(fn, mesh, onednn=True, batch_axes=("data",))(params, xs)
+    got = conv_inference_jit(fn, mesh, "onednn", batch_axes=("data",))(params, xs)
   assert seen == [1] and got.shape == (8, 3)
   np.testing.assert_allclose(np.asarray(got), np.asarray(jnp.tanh(x * 0.5).sum(axis=1)),
                              rtol=1e-6)
   seen.clear()
   with jax.set_mesh(mesh):
-    conv_inference_jit(fn, mesh, onednn=False, batch_axes=("data",))(params, xs)
+    conv_inference_jit(fn, mesh, "onednn_bf16", batch_axes=("data",))(params, xs)
+  assert seen == [1]
+  seen.clear()
+  with jax.set_mesh(mesh):
+    conv_inference_jit(fn, mesh, "xla", batch_axes=("data",))(params, xs)
   assert seen == [8]                                   # XLA's convs: plain jit, whole batch
+
+
+def test_conv_inference_jit_traces_with_the_asked_conv_operands():
+  """`convs` sets what MAGVIT's convolutions see while fn is traced: oneDNN with float32 or
+  bfloat16 operands (each where this CPU has it), or XLA's."""
+  from vp_jax.nn import onednn_conv
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
+  seen = []
+
+  def fn(x):
+    seen.append(onednn_conv.operand_dtype())
+    return x + 1
+
+  for convs in ("onednn", "onednn_bf16", "xla"):
+    conv_inference_jit(fn, mesh, convs)(jnp.ones(3))
+  f32 = "float32" if onednn_conv.available() else None
+  assert seen == [f32, "bfloat16" if onednn_conv.available("bfloat16") else f32, None]
+  assert onednn_conv.operand_dtype() is None                        # nothing left set
+  with pytest.raises(ValueError, match="convs='mkl'; use onednn, onednn_bf16 or xla"):
+    conv_inference_jit(fn, mesh, "mkl")

@@ -27,19 +27,25 @@ from vp_jax.nn import onednn_conv
 CONV_INFERENCE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 
 
-def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, onednn: bool = True,
+def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, convs: str = "onednn",
                        batch_axes: tuple[str, ...] | None = None) -> Callable:
   """`jax.jit(fn)`, compiled with CONV_INFERENCE_OPTIONS when every device of `mesh` is a CPU
-  and then traced inside `onednn_conv.use(onednn)` (MAGVIT's convolutions run by oneDNN where
-  XLA:CPU has it); other backends get plain `jax.jit`.
+  and then traced with MAGVIT's convolutions as `convs` says: "onednn" (run by oneDNN where
+  XLA:CPU has it, `onednn_conv.use()`), "onednn_bf16" (the same with bfloat16 operands where the
+  CPU runs them fast, `use(operands="bfloat16")`) or "xla" (XLA's own); other backends get plain
+  `jax.jit`.
 
   With oneDNN and `batch_axes`, `fn(params, x)` (x batch-major, the batch split over those mesh
   axes, params replicated, the result split like x; every sample computed on its own) runs under
   `shard_map`: XLA's SPMD partitioner does not know the oneDNN custom call and would gather the
   whole batch onto every device before it (measured: a 4-device mesh's encode ran each conv on all
   4 clips), while per shard each device convolves its own clips."""
+  if convs not in ("onednn", "onednn_bf16", "xla"):
+    raise ValueError(f"conv_inference_jit: convs={convs!r}; use onednn, onednn_bf16 or xla")
   if not all(d.platform == "cpu" for d in mesh.devices.flat):
     return jax.jit(fn)
+  onednn = convs != "xla"
+  operands = "bfloat16" if convs == "onednn_bf16" else "float32"
   if onednn and batch_axes and mesh.size > 1:
     batch = PartitionSpec(batch_axes)
     # check_vma=False: the oneDNN primitive's abstract eval does not track which manual axes a
@@ -50,6 +56,6 @@ def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, onednn: bool = Tru
 
   @functools.wraps(fn)
   def traced(*args, **kwargs):
-    with onednn_conv.use(onednn):
+    with onednn_conv.use(onednn, operands):
       return fn(*args, **kwargs)
   return jax.jit(traced, compiler_options=CONV_INFERENCE_OPTIONS)

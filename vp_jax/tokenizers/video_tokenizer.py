@@ -34,7 +34,7 @@ API_VERSION = "magvit-v2/1"
 # COMMIT: masked pixels of the condition video are set to this value (mid-grey, 0 in [-1, 1]).
 COMMIT_FILL = 0.5
 # How encode/decode run their convolutions on CPU (`VideoTokenizer(cpu_convs=...)`).
-CPU_CONVS = ("onednn", "xla")
+CPU_CONVS = ("onednn", "onednn_bf16", "xla")
 
 
 def check_frames(frames: Any, name: str = "frames") -> np.ndarray | jax.Array:
@@ -69,7 +69,10 @@ class VideoTokenizer:
   [0, 2^D)), COMMIT conditions for inpainting/outpainting, and `load` from a training workdir.
   Inputs are checked on the host (rank, 1 + 4k frames, range, dtype) before anything runs.
   `cpu_convs`: on CPU, "onednn" runs the convolutions by oneDNN where XLA:CPU has it
-  (`vp_jax.nn.onednn_conv`), "xla" keeps XLA's own; the same function either way."""
+  (`vp_jax.nn.onednn_conv`), "xla" keeps XLA's own; the same function either way.
+  "onednn_bf16" also rounds their operands to bfloat16 (float32 sums, the numerics of a TPU at
+  JAX's default precision) where the CPU has AVX512_BF16 or AMX: about twice as fast, codes and
+  frames a little different (docs/magvit.md "Speed"); `describe()` records it."""
 
   def __init__(self, config: MagvitConfig, params: dict, mesh: jax.sharding.Mesh | None = None,
                cpu_convs: str = "onednn"):
@@ -85,9 +88,9 @@ class VideoTokenizer:
     _check_tree(params, template)
     self._params = jax.device_put(params, NamedSharding(self.mesh, PartitionSpec()))
     self._data_ways = math.prod(self.mesh.shape[a] for a in self._batch_axes())
-    onednn = cpu_convs == "onednn"
-    self._encode = conv_inference_jit(self._encode_fn, self.mesh, onednn, self._batch_axes())
-    self._decode = conv_inference_jit(self._decode_fn, self.mesh, onednn, self._batch_axes())
+    self.cpu_convs = cpu_convs
+    self._encode = conv_inference_jit(self._encode_fn, self.mesh, cpu_convs, self._batch_axes())
+    self._decode = conv_inference_jit(self._decode_fn, self.mesh, cpu_convs, self._batch_axes())
     self.checkpoint: str | None = None   # set by `load`: the workdir and step the weights came from
     self.step: int | None = None
     self.weights: str | None = None      # set by `load`: "ema" (the moving average) or "params"
@@ -121,12 +124,15 @@ class VideoTokenizer:
 
   def describe(self) -> dict[str, Any]:
     """What produced these codes (recorded by the tokenization job): the class, the API version,
-    the checkpoint workdir, step and weights ("ema" or "params"; None when built in memory) and a
-    hash of the model config."""
-    return {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": API_VERSION,
-            "checkpoint": self.checkpoint, "step": self.step, "weights": self.weights,
-            "codebook_size": self.config.codebook_size,
-            "config_sha256": hashlib.sha256(self.config.to_json().encode()).hexdigest()[:16]}
+    the checkpoint workdir, step and weights ("ema" or "params"; None when built in memory), a
+    hash of the model config and, for "onednn_bf16", `cpu_convs` (its codes may differ)."""
+    out = {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": API_VERSION,
+           "checkpoint": self.checkpoint, "step": self.step, "weights": self.weights,
+           "codebook_size": self.config.codebook_size,
+           "config_sha256": hashlib.sha256(self.config.to_json().encode()).hexdigest()[:16]}
+    if self.cpu_convs == "onednn_bf16":
+      out["cpu_convs"] = self.cpu_convs
+    return out
 
   # -- shapes -------------------------------------------------------------------------------------
   def latent_shape(self, t: int, h: int, w: int) -> tuple[int, int, int]:
