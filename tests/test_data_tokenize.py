@@ -276,11 +276,18 @@ def test_command_line_runs_the_job(tmp_path, monkeypatch, capsys):
                    "--num_examples=3", f"--video_tokenizer={dirs['video']}",
                    f"--audio_tokenizer={dirs['audio']}", f"--text_encoder={dirs['text']}",
                    "--shard_size=2", f"--batch_size={BATCH}"]) == 0
-  assert loaded == [(dirs["video"], dirs["audio"], dirs["text"], None)]
+  assert loaded == [(dirs["video"], dirs["audio"], dirs["text"], None, "onednn")]
   printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
   assert printed["num_examples"] == 3 and printed["token_counts"]["video_tokens"] == 80
   assert printed["token_counts"]["audio_tokens"] == 4 * 106
   assert load_manifest(str(out))["source"]["config"]["resolution"] == [32, 32]
+  assert cli.main([f"--out_dir={tmp_path / 'cli16'}", "--synthetic=32x32", "--num_examples=1",
+                   f"--video_tokenizer={dirs['video']}", "--video_cpu_convs=onednn_bf16",
+                   "--shard_size=2", f"--batch_size={BATCH}"]) == 0
+  assert loaded[-1] == (dirs["video"], None, None, None, "onednn_bf16")
+  with pytest.raises(SystemExit):
+    cli.main([f"--out_dir={out}", "--synthetic=32x32", f"--video_tokenizer={dirs['video']}",
+              "--video_cpu_convs=mkl"])
 
 
 def test_benchmark_script_runs(tmp_path):

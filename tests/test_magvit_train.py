@@ -76,8 +76,9 @@ def test_two_groups_and_discriminator_warmup(tmp_path):
   # weights on request; describe() records which.
   tok = VideoTokenizer.load(workdir)
   assert tok.config == cfg and tok.step == 4 and tok.describe()["weights"] == "ema"
-  raw = VideoTokenizer.load(f"{workdir}/checkpoints", weights="params")
+  raw = VideoTokenizer.load(f"{workdir}/checkpoints", weights="params", cpu_convs="onednn_bf16")
   assert raw.step == 4 and raw.describe()["weights"] == "params"
+  assert raw.cpu_convs == raw.describe()["cpu_convs"] == "onednn_bf16" and tok.cpu_convs == "onednn"
   for loaded, want in ((tok, state.ema["tokenizer"]), (raw, state.params["tokenizer"])):
     jax.tree.map(np.testing.assert_array_equal, jax.device_get(loaded._params),
                  jax.device_get(want))

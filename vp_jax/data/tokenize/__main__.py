@@ -19,10 +19,12 @@ from vp_jax.data.tokenize.sources import SyntheticSource, TfdsSource
 
 
 def load_tokenizers(video_dir: str, audio_dir: str | None, text_dir: str | None,
-                    text_cache_dir: str | None = None) -> Tokenizers:
-  """Loads the real tokenizers from their checkpoints (module-level so Beam can pickle it)."""
+                    text_cache_dir: str | None = None,
+                    video_cpu_convs: str = "onednn") -> Tokenizers:
+  """Loads the real tokenizers from their checkpoints (module-level so Beam can pickle it);
+  `video_cpu_convs`: `VideoTokenizer`'s `cpu_convs`."""
   from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
-  video = VideoTokenizer.load(video_dir)
+  video = VideoTokenizer.load(video_dir, cpu_convs=video_cpu_convs)
   audio = None
   if audio_dir:
     from vp_jax.tokenizers.audio_tokenizer import AudioTokenizer
@@ -48,6 +50,10 @@ def main(argv=None) -> int:
   p.add_argument("--seed", type=int, default=0)
   p.add_argument("--split", default="train")
   p.add_argument("--video_tokenizer", required=True)
+  p.add_argument("--video_cpu_convs", choices=("onednn", "onednn_bf16", "xla"), default="onednn",
+                 help="the video tokenizer's convolutions on CPU (VideoTokenizer cpu_convs); "
+                      "onednn_bf16: bfloat16 operands, ~1.6x faster where the CPU has "
+                      "AVX512_BF16/AMX, a few code bits differ (docs/magvit.md)")
   p.add_argument("--audio_tokenizer")
   p.add_argument("--text_encoder")
   p.add_argument("--text_cache")
@@ -67,7 +73,7 @@ def main(argv=None) -> int:
   config = TokenizeConfig(shard_size=args.shard_size, batch_size=args.batch_size,
                           stylization=False if args.no_stylization else None)
   make = functools.partial(load_tokenizers, args.video_tokenizer, args.audio_tokenizer,
-                           args.text_encoder, args.text_cache)
+                           args.text_encoder, args.text_cache, args.video_cpu_convs)
   if args.runner == "beam":
     from apache_beam.options.pipeline_options import PipelineOptions
     from vp_jax.data.tokenize.beam_pipeline import tokenize_dataset_beam
