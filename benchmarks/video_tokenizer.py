@@ -161,9 +161,11 @@ def _keep_faster(best: dict | None, new: dict | str) -> dict | str:
 def _conv_label(cpu_convs: str) -> str:
   if cpu_convs == "xla":
     return "XLA's convolutions"
-  if cpu_convs == "onednn_bf16" and onednn_conv.available("bfloat16"):
-    return "oneDNN convolutions, bfloat16 operands"
-  return "oneDNN convolutions" if onednn_conv.available() else "XLA's convolutions (no oneDNN)"
+  label = "oneDNN convolutions" if onednn_conv.available() else "XLA's convolutions (no oneDNN)"
+  if cpu_convs == "onednn_bf16":
+    return ("oneDNN convolutions, bfloat16 operands" if onednn_conv.available("bfloat16")
+            else f"{label}, float32 operands (no fast bfloat16 here)")
+  return label
 
 
 def _torch_key(dtype: str) -> str:

@@ -229,7 +229,7 @@ def test_video_bench_jax_cpu_convs_variant(tiny_clips):
   assert vt._torch_key("float32") == "torch" and vt._torch_key("bfloat16") == "torch_bfloat16"
   assert vt._conv_label("onednn_bf16") == (
       "oneDNN convolutions, bfloat16 operands" if onednn_conv.available("bfloat16")
-      else vt._conv_label("onednn"))
+      else vt._conv_label("onednn") + ", float32 operands (no fast bfloat16 here)")
   texts = {}
   for convs in ("xla", "onednn", "onednn_bf16"):
     r = vt.bench_jax("tiny", tiny_clips, peak=8.0, cpu_convs=convs)

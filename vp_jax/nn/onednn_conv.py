@@ -155,7 +155,6 @@ def cpu_has_fast_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
   return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
-@functools.lru_cache(maxsize=None)
 def available(operands: str = "float32") -> bool:
   """Whether this process's XLA:CPU runs `onednn_conv` with these operands ("float32" or
   "bfloat16", float32 result) and gets lax's result (checked once per dtype); "bfloat16" also
@@ -163,6 +162,11 @@ def available(operands: str = "float32") -> bool:
   operands = jnp.dtype(operands).name
   if operands not in DTYPES:
     raise ValueError(f"onednn_conv.available: operands {operands!r}; use one of {DTYPES}")
+  return _available(operands)
+
+
+@functools.lru_cache(maxsize=None)
+def _available(operands: str) -> bool:
   if os.environ.get(ENV_VAR, "auto").strip().lower() in ("off", "0", "false", "no"):
     return False
   if operands == "bfloat16" and not cpu_has_fast_bfloat16():
@@ -174,6 +178,9 @@ def available(operands: str = "float32") -> bool:
   # of several devices, and JAX's trace and mesh contexts are per thread.
   with concurrent.futures.ThreadPoolExecutor(1) as pool:
     return pool.submit(_check, operands).result()
+
+
+available.cache_clear = _available.cache_clear     # forget the checks (tests)
 
 
 def _check(operands: str) -> bool:
