@@ -69,5 +69,5 @@ def test_conv_inference_jit_traces_with_the_asked_conv_operands():
   f32 = "float32" if onednn_conv.available() else None
   assert seen == [f32, "bfloat16" if onednn_conv.available("bfloat16") else f32, None]
   assert onednn_conv.operand_dtype() is None                        # nothing left set
-  with pytest.raises(ValueError, match="convs='mkl'; use onednn, onednn_bf16 or xla"):
+  with pytest.raises(ValueError, match=r"convs='mkl'; use one of \('onednn', 'onednn_bf16', 'xla'\)"):
     conv_inference_jit(fn, mesh, "mkl")

@@ -25,6 +25,8 @@ from vp_jax.nn import onednn_conv
 
 # An empty list of YNNPACK fusion types: no YNNPACK fusions in the compiled function.
 CONV_INFERENCE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+# How `conv_inference_jit` runs MAGVIT's convolutions on CPU (its `convs`).
+CONVS = ("onednn", "onednn_bf16", "xla")
 
 
 def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, convs: str = "onednn",
@@ -40,8 +42,8 @@ def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, convs: str = "oned
   `shard_map`: XLA's SPMD partitioner does not know the oneDNN custom call and would gather the
   whole batch onto every device before it (measured: a 4-device mesh's encode ran each conv on all
   4 clips), while per shard each device convolves its own clips."""
-  if convs not in ("onednn", "onednn_bf16", "xla"):
-    raise ValueError(f"conv_inference_jit: convs={convs!r}; use onednn, onednn_bf16 or xla")
+  if convs not in CONVS:
+    raise ValueError(f"conv_inference_jit: convs={convs!r}; use one of {CONVS}")
   if not all(d.platform == "cpu" for d in mesh.devices.flat):
     return jax.jit(fn)
   onednn = convs != "xla"

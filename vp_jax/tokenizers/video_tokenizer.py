@@ -27,14 +27,14 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vp_jax.models.magvit.config import MagvitConfig
 from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
-from vp_jax.tokenizers.cpu_compile import conv_inference_jit
+from vp_jax.tokenizers.cpu_compile import CONVS, conv_inference_jit
 
 # Bumped when the same weights would give different codes (pixel conversion, COMMIT fill, ...).
 API_VERSION = "magvit-v2/1"
 # COMMIT: masked pixels of the condition video are set to this value (mid-grey, 0 in [-1, 1]).
 COMMIT_FILL = 0.5
 # How encode/decode run their convolutions on CPU (`VideoTokenizer(cpu_convs=...)`).
-CPU_CONVS = ("onednn", "onednn_bf16", "xla")
+CPU_CONVS = CONVS
 
 
 def check_frames(frames: Any, name: str = "frames") -> np.ndarray | jax.Array:
