@@ -129,8 +129,7 @@ def _key(upsample_kernel: int, dtype: str, cpu_convs: str = "onednn") -> str:
   """results[config] key of one of our variants: "jax_up3", "jax_up3_bfloat16" off float32,
   "jax_up3_xlaconv" with XLA's own convolutions, "jax_up3_bf16conv" with bfloat16 conv operands."""
   return (f"jax_up{upsample_kernel}" + ("" if dtype == "float32" else f"_{dtype}")
-          + {"onednn": "", "xla": "_xlaconv", "onednn_bf16": "_bf16conv"}.get(cpu_convs,
-                                                                              f"_{cpu_convs}"))
+          + {"onednn": "", "xla": "_xlaconv", "onednn_bf16": "_bf16conv"}[cpu_convs])
 
 
 def bench_torch(name: str, clips: np.ndarray, repeats: int, threads: int,
