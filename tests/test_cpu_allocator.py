@@ -84,7 +84,7 @@ _FAULTS = textwrap.dedent("""
     from vp_jax.models.magvit import preset
     from vp_jax.models.magvit.tokenizer import create_tokenizer
     from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
-    tok = VideoTokenizer.from_module(create_tokenizer(preset("tiny")))
+    tok = VideoTokenizer.from_module(create_tokenizer(preset("tiny")), cpu_convs="xla")
     x = np.random.RandomState(0).randint(0, 256, (1, 17, 128, 128, 3)).astype(np.uint8)
     jax.block_until_ready(tok.encode(x))                           # compile
     for keep in (False, True):                                     # glibc defaults, then kept
@@ -100,12 +100,13 @@ _FAULTS = textwrap.dedent("""
 
 @pytest.mark.skipif(cpu_allocator._libc() is None, reason="needs Linux with glibc")
 def test_keep_mapped_stops_encode_faulting_its_buffers_in():
-  # MAGVIT `tiny` at 1x17x128x128: its activations (up to ~27 MB) come from mmap with glibc's
-  # defaults, ~18k minor faults on every call with XLA's convolutions and ~6.5k with oneDNN's (no
-  # copies of the time taps; measured); kept mapped, most calls fault (almost) none. Either way a
-  # call now and then lands differently (CI, stop 38: one default call faulted 0 times, one kept
-  # call 6.5k: a freed block that an aligned request does or does not fit), so the checks are on
-  # the medians and the totals, not on every call.
+  # MAGVIT `tiny` at 1x17x128x128 with XLA's convolutions: its activations (up to ~27 MB) come from
+  # mmap with glibc's defaults, ~18k minor faults on every call (measured); kept mapped, (almost)
+  # none. With oneDNN's convolutions (the tokenizer's default) glibc's own behaviour is not steady:
+  # ~6.5k faults per call in some processes and 0 in others (its mmap threshold adapts; stop 39,
+  # and a CI failure of stop 38), so the test pins XLA's, where the allocator's effect shows on
+  # every call. The kept side is still checked on the median and the total: the heap grows now and
+  # then (a freed block that an aligned request does not fit).
   # glibc's own defaults, not the huge pages `make test` starts pytest with (GLIBC_TUNABLES).
   env = {**{k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}, "PYTHONPATH": REPO,
          "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
@@ -113,10 +114,9 @@ def test_keep_mapped_stops_encode_faulting_its_buffers_in():
                        timeout=600, check=True).stdout.split("\n")
   faults = {line.split()[0]: [int(v) for v in line.split()[1:]] for line in out
             if line.startswith(("default", "keep"))}
-  median = lambda v: sorted(v)[len(v) // 2]  # noqa: E731
-  assert median(faults["default"]) > 3_000, faults
+  assert min(faults["default"]) > 10_000, faults
   # Median: 0 on an idle machine; a few dozen seen with three more copies of this test running.
-  assert median(faults["keep"]) < 1_000, faults
+  assert sorted(faults["keep"])[len(faults["keep"]) // 2] < 1_000, faults
   assert sum(faults["keep"]) < sum(faults["default"]) / 3, faults
 
 
