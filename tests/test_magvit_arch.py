@@ -149,6 +149,50 @@ def test_group_norm_is_per_frame():
   np.testing.assert_allclose(g.var(axis=(2, 3, 5)), 1.0, atol=1e-3)
 
 
+def test_group_moments_against_numpy():
+  """Per-(frame, group) mean and centered variance; a large offset checks the two-pass variance
+  (a one-pass E[x^2] - E[x]^2 would lose most digits at offset 300 with std 0.5)."""
+  rng = np.random.default_rng(5)
+  x = (rng.normal(size=(2, 3, 4, 6, 12)) * 0.5 + 300.0).astype(np.float32)
+  mean, var = blocks.group_moments(jnp.asarray(x), 3)
+  g = x.astype(np.float64).reshape(2, 3, 4, 6, 3, 4)
+  assert mean.shape == var.shape == (2, 3, 3)
+  np.testing.assert_allclose(np.asarray(mean), g.mean(axis=(2, 3, 5)), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(var), g.var(axis=(2, 3, 5)), rtol=1e-3)
+  assert 0.2 < float(var.min()) and float(var.max()) < 0.3
+
+
+def test_group_norm_affine_arguments():
+  """group_norm(x, g, scale, shift) == GN(x) * scale + shift for per-channel [C] and per-(frame,
+  channel) [B, T, 1, 1, C] scale and shift, against a numpy group norm."""
+  rng = np.random.default_rng(6)
+  x = rng.normal(size=(2, 3, 4, 4, 8)).astype(np.float32) * 2 + 1
+  g = x.astype(np.float64).reshape(2, 3, 4, 4, 4, 2)
+  mu, var = g.mean(axis=(2, 3, 5), keepdims=True), g.var(axis=(2, 3, 5), keepdims=True)
+  want = ((g - mu) / np.sqrt(var + 1e-6)).reshape(x.shape)
+  np.testing.assert_allclose(np.asarray(blocks.group_norm(jnp.asarray(x), 4)), want, atol=2e-5)
+  for shape in [(8,), (2, 3, 1, 1, 8)]:
+    scale = rng.normal(size=shape).astype(np.float32)
+    shift = rng.normal(size=shape).astype(np.float32)
+    got = blocks.group_norm(jnp.asarray(x), 4, jnp.asarray(scale), jnp.asarray(shift))
+    np.testing.assert_allclose(np.asarray(got), want * scale + shift, atol=1e-4)
+
+
+def test_group_sums_lowering_per_platform():
+  """On CPU the group sums run in two stages split by an optimization barrier; other platforms
+  reduce in one step. Both give the same sums."""
+  x = jnp.asarray(np.random.default_rng(7).normal(size=(1, 2, 4, 4, 8)), jnp.float32)
+  traced = jax.jit(lambda x: blocks.group_moments(x, 2)).trace(x)
+  assert "optimization_barrier" in traced.lower(lowering_platforms=("cpu",)).as_text()
+  for other in ("tpu", "cuda"):
+    assert "optimization_barrier" not in traced.lower(lowering_platforms=(other,)).as_text()
+  v = x.reshape(1, 2, 16, 2, 4)
+  two_stage = jnp.sum(jnp.sum(v, axis=-1), axis=2)
+  np.testing.assert_allclose(np.asarray(blocks._group_sums(v)), np.asarray(two_stage), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(blocks._group_sums(v)),
+                             np.asarray(v).sum(axis=(2, 4)), rtol=1e-5)
+
+
 def test_latent_for_frames_is_causal():
   cond = jnp.arange(3.0).reshape(1, 3, 1)                 # latent frames 0, 1, 2
   got = blocks.latent_for_frames(cond, 9)                  # 4 frames per latent frame after 0

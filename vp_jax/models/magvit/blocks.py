@@ -17,13 +17,46 @@ from vp_jax.parallel.sharding import constrain
 ACT_AXES = ("batch", None, None, None, "act_conv")
 
 
-def group_norm(x: jax.Array, groups: int, eps: float = 1e-6) -> jax.Array:
-  """Normalizes each (frame, group) over H, W and the group's channels. [B,T,H,W,C] -> same."""
+def _group_sums(v: jax.Array) -> jax.Array:
+  """[B, T, N, G, Cg] -> [B, T, G]: sums over positions N and each group's Cg channels.
+
+  On CPU in two stages, the per-position sums over the group's channels (the minor axis)
+  materialized first: an optimization barrier keeps XLA from fusing the stages back into one
+  reduction over non-adjacent axes, which XLA:CPU ran 4-5x slower (17x64x64x64, 8 groups: the mean
+  and variance of the current group norm took 6.8 ms, these sums 1.3 ms; `runs/s40` probes cited in
+  docs/magvit.md "Speed"). Other platforms reduce in one step, where XLA's reductions are fast and
+  the partial sums would be an extra round trip through memory."""
+  return jax.lax.platform_dependent(
+      v,
+      cpu=lambda v: jnp.sum(jax.lax.optimization_barrier(jnp.sum(v, axis=-1)), axis=2),
+      default=lambda v: jnp.sum(v, axis=(2, 4)))
+
+
+def group_moments(x: jax.Array, groups: int) -> tuple[jax.Array, jax.Array]:
+  """Mean and (centered, two-pass) variance of each (frame, group) over H, W and the group's
+  channels, in float32. [B, T, H, W, C] -> ([B, T, G], [B, T, G])."""
   b, t, h, w, c = x.shape
-  xg = x.astype(jnp.float32).reshape(b, t, h, w, groups, c // groups)
-  mean = jnp.mean(xg, axis=(2, 3, 5), keepdims=True)
-  var = jnp.mean(jnp.square(xg - mean), axis=(2, 3, 5), keepdims=True)
-  return ((xg - mean) * jax.lax.rsqrt(var + eps)).reshape(x.shape)
+  xg = x.astype(jnp.float32).reshape(b, t, h * w, groups, c // groups)
+  n = h * w * (c // groups)
+  mean = _group_sums(xg) / n
+  d = xg - mean[:, :, None, :, None]
+  return mean, _group_sums(d * d) / n
+
+
+def group_norm(x: jax.Array, groups: int, scale: jax.Array | float = 1.0,
+               shift: jax.Array | float = 0.0, eps: float = 1e-6) -> jax.Array:
+  """Normalizes each (frame, group) over H, W and the group's channels, then y * scale + shift
+  (each broadcastable to [B, T, 1, 1, C]). [B, T, H, W, C] -> same, float32.
+
+  The statistics are expanded to per-channel [B, T, 1, 1, C] arrays and the scale folded into
+  1/std there, so the pass over x is (x - mean_c) * a_c + shift_c with plain channel broadcasts:
+  XLA:CPU fused the [B, T, H, W, G, Cg] broadcast of per-group statistics into loops it did not
+  vectorize."""
+  c = x.shape[-1]
+  mean, var = group_moments(x, groups)
+  per_channel = lambda s: jnp.repeat(s, c // groups, axis=-1)[:, :, None, None, :]  # noqa: E731
+  a = per_channel(jax.lax.rsqrt(var + eps)) * scale                    # [B, T, 1, 1, C]
+  return (x.astype(jnp.float32) - per_channel(mean)) * a + shift
 
 
 class GroupNorm(nnx.Module):
@@ -35,7 +68,7 @@ class GroupNorm(nnx.Module):
         None, (features,), jnp.float32))
 
   def __call__(self, x: jax.Array) -> jax.Array:  # [B, T, H, W, C]
-    return (group_norm(x, self.groups) * self.scale[...] + self.bias[...]).astype(self.dtype)
+    return group_norm(x, self.groups, self.scale[...], self.bias[...]).astype(self.dtype)
 
 
 def latent_for_frames(cond: jax.Array, num_frames: int) -> jax.Array:
@@ -66,9 +99,11 @@ class AdaptiveGroupNorm(nnx.Module):
     # x [B, T, H, W, C]; latent [B, T', h, w, D]
     cond = jnp.mean(latent.astype(jnp.float32), axis=(2, 3))               # [B, T', D]
     cond = latent_for_frames(cond, x.shape[1])                             # [B, T, D]
-    sb = cond @ self.proj[...] + self.proj_bias[...]                       # [B, T, 2C]
-    scale, shift = jnp.split(sb[:, :, None, None, :], 2, axis=-1)
-    return (group_norm(x, self.groups) * (1 + scale) + shift).astype(self.dtype)
+    c = x.shape[-1]
+    w, bias = self.proj[...], self.proj_bias[...]
+    scale = (cond @ w[:, :c] + bias[:c])[:, :, None, None, :]              # [B, T, 1, 1, C]
+    shift = (cond @ w[:, c:] + bias[c:])[:, :, None, None, :]
+    return group_norm(x, self.groups, 1 + scale, shift).astype(self.dtype)
 
 
 class ResBlock(nnx.Module):
