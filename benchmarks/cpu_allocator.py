@@ -10,6 +10,7 @@ the minimum and the median over rounds x `--calls`; faults are minor page faults
 
   python benchmarks/cpu_allocator.py                             # small, 1x17x64x64, 8 rounds
   python benchmarks/cpu_allocator.py --config paper --frames 5 --size 64 --rounds 3
+  python benchmarks/cpu_allocator.py --cpu_convs xla               # XLA's own convolutions
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ def main(argv=None):
   p.add_argument("--size", type=int, default=64)
   p.add_argument("--rounds", type=int, default=8)
   p.add_argument("--calls", type=int, default=3, help="timed calls per arm and round")
+  p.add_argument("--cpu_convs", default="onednn", choices=["onednn", "onednn_bf16", "xla"],
+                 help="the tokenizer's CPU convolutions (VideoTokenizer.cpu_convs)")
   args = p.parse_args(argv)
   if cpu_allocator._libc() is None:
     sys.exit("benchmarks/cpu_allocator.py: needs Linux with glibc (mallopt).")
@@ -42,7 +45,8 @@ def main(argv=None):
   from vp_jax.models.magvit.tokenizer import create_tokenizer
   from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
 
-  tok = VideoTokenizer.from_module(create_tokenizer(preset(args.config)))
+  tok = VideoTokenizer.from_module(create_tokenizer(preset(args.config)),
+                                  cpu_convs=args.cpu_convs)
   clip = np.random.RandomState(0).randint(0, 256, (1, args.frames, args.size, args.size, 3))
   x = jnp.asarray(clip.astype(np.uint8))
   ids = tok.encode(x)
@@ -61,7 +65,8 @@ def main(argv=None):
           jax.block_until_ready(fn())
           times[(name, arm)].append(time.perf_counter() - t0)
           faults[(name, arm)].append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-  print(f"{args.config} 1x{args.frames}x{args.size}x{args.size}: {args.rounds} rounds x "
+  print(f"{args.config} 1x{args.frames}x{args.size}x{args.size}, cpu_convs {args.cpu_convs}: "
+        f"{args.rounds} rounds x "
         f"{args.calls} calls per arm, {os.cpu_count()} cores, load average "
         f"{os.getloadavg()[0]:.2f}")
   for name in calls:

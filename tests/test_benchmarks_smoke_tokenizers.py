@@ -380,19 +380,28 @@ def test_audio_bench_torch_in_the_reference_venv():
 
 
 # -- cpu_allocator.py ------------------------------------------------------------------------------
-def test_cpu_allocator_benchmark_alternates_the_arms_and_compares_outputs(monkeypatch, capsys):
+@pytest.mark.parametrize("cpu_convs", [None, "xla"])
+def test_cpu_allocator_benchmark_alternates_the_arms_and_compares_outputs(monkeypatch, capsys,
+                                                                          cpu_convs):
   ca = load_benchmark("cpu_allocator")
+  from vp_jax.tokenizers.video_tokenizer import VideoTokenizer
+  made = []
+  from_module = VideoTokenizer.from_module.__func__
+  monkeypatch.setattr(VideoTokenizer, "from_module", classmethod(
+      lambda cls, *a, **k: made.append(from_module(cls, *a, **k)) or made[-1]))
   switched = []
   monkeypatch.setattr(ca.cpu_allocator, "_mallopt", lambda p, v: switched.append((p, v)))
   # One round, one timed call per arm and operation: glibc default encode 2^-9 s, decode 2^-8 s,
   # then keep mapped 2^-10 s and 2^-9 s.
   clock = ScriptedClock([2 ** -9, 2 ** -8, 2 ** -10, 2 ** -9])
   monkeypatch.setattr(ca, "time", clock)
-  ca.main(["--config", "tiny", "--frames", "5", "--size", "8", "--rounds", "1", "--calls", "1"])
+  ca.main(["--config", "tiny", "--frames", "5", "--size", "8", "--rounds", "1", "--calls", "1"]
+          + ([] if cpu_convs is None else ["--cpu_convs", cpu_convs]))
   out = capsys.readouterr().out
   assert clock.done
   assert switched == [(-8, 1), (-4, 65536), (-1, 128 * 1024), (-4, 0), (-1, 2 ** 31 - 1)]
-  assert "tiny 1x5x8x8: 1 rounds x 1 calls per arm" in out
+  assert [t.cpu_convs for t in made] == [cpu_convs or "onednn"]
+  assert f"tiny 1x5x8x8, cpu_convs {cpu_convs or 'onednn'}: 1 rounds x 1 calls per arm" in out
   two_ms = [round(1000 / 512, 1)]                               # 2^-9 s, printed to 0.1 ms
   assert printed_floats(r"encode glibc default: min +([\d.]+) ms", out) == two_ms
   assert printed_floats(r"decode keep mapped +: min +([\d.]+) ms", out) == two_ms

@@ -9,8 +9,11 @@ image-stage train step. With the three settings below most calls fault no page i
 has grown to the working set (median 0 per encode; now and then the heap still grows: a freed block
 that an aligned request does not fit). Measured on a 2-core AMD EPYC (2026-12-03; two runs with
 both settings in one process, one of them `benchmarks/cpu_allocator.py`): encode 1.21-1.32x and
-decode 1.11-1.26x faster; the MAGVIT image-stage train step 1.07-1.19x faster (two runs of the
-launcher) with identical losses. Any one or two of the settings alone left the faults.
+decode 1.11-1.26x faster with XLA's convolutions; with the oneDNN ones the tokenizer now uses
+(fewer buffers: 7.8k / 19.3k faults per encode / decode), 1.08x / 1.07x, and 1.08x / 1.21x with
+bfloat16 conv operands (best calls, 2026-12-04, `--cpu_convs`); the MAGVIT image-stage train step
+1.07-1.19x faster (two runs of the launcher) with identical losses. Any one or two of the settings
+alone left the faults.
 
   M_ARENA_MAX = 1            every thread allocates from the main (sbrk) heap
   M_MMAP_MAX = 0             no block gets an mmap of its own
