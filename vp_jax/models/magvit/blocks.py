@@ -22,10 +22,10 @@ def _group_sums(v: jax.Array) -> jax.Array:
 
   On CPU in two stages, the per-position sums over the group's channels (the minor axis)
   materialized first: an optimization barrier keeps XLA from fusing the stages back into one
-  reduction over non-adjacent axes, which XLA:CPU ran 4-5x slower (17x64x64x64, 8 groups: the mean
-  and variance of the current group norm took 6.8 ms, these sums 1.3 ms; `runs/s40` probes cited in
-  docs/magvit.md "Speed"). Other platforms reduce in one step, where XLA's reductions are fast and
-  the partial sums would be an extra round trip through memory."""
+  reduction over non-adjacent axes, which XLA:CPU ran 4-5x slower (17x64x64x64, 8 groups: a
+  one-step mean and variance took 6.8 ms, the two-stage sum and sum of squares 1.3 ms, 5.5 ms
+  without the barrier; docs/magvit.md "Speed", stop 40). Other platforms reduce in one step, where
+  the partial sums would only add a round trip through memory."""
   return jax.lax.platform_dependent(
       v,
       cpu=lambda v: jnp.sum(jax.lax.optimization_barrier(jnp.sum(v, axis=-1)), axis=2),
@@ -49,9 +49,8 @@ def group_norm(x: jax.Array, groups: int, scale: jax.Array | float = 1.0,
   (each broadcastable to [B, T, 1, 1, C]). [B, T, H, W, C] -> same, float32.
 
   The statistics are expanded to per-channel [B, T, 1, 1, C] arrays and the scale folded into
-  1/std there, so the pass over x is (x - mean_c) * a_c + shift_c with plain channel broadcasts:
-  XLA:CPU fused the [B, T, H, W, G, Cg] broadcast of per-group statistics into loops it did not
-  vectorize."""
+  1/std there, so the pass over x is one (x - mean_c) * a_c + shift_c per element with channel
+  broadcasts."""
   c = x.shape[-1]
   mean, var = group_moments(x, groups)
   per_channel = lambda s: jnp.repeat(s, c // groups, axis=-1)[:, :, None, None, :]  # noqa: E731
@@ -99,6 +98,9 @@ class AdaptiveGroupNorm(nnx.Module):
     # x [B, T, H, W, C]; latent [B, T', h, w, D]
     cond = jnp.mean(latent.astype(jnp.float32), axis=(2, 3))               # [B, T', D]
     cond = latent_for_frames(cond, x.shape[1])                             # [B, T, D]
+    # Two dots on the column halves rather than one [B, T, 2C] product split in two: XLA:CPU fused
+    # that split into the norm's loop over every element of x, which then ran ~4x slower (the
+    # small decoder's largest norm + swish fusion: 16.5 -> 4.0 ms; docs/magvit.md "Speed").
     c = x.shape[-1]
     w, bias = self.proj[...], self.proj_bias[...]
     scale = (cond @ w[:, :c] + bias[:c])[:, :, None, None, :]              # [B, T, 1, 1, C]
