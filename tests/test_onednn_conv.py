@@ -182,14 +182,15 @@ def test_env_var_turns_it_off():
 def test_use_block_decides_and_the_innermost_wins():
   from vp_jax.models.magvit import conv
   wide = lambda: conv.cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.float32)  # noqa: E731
-  assert not oc.enabled() and wide() == "as_2d"                     # outside: XLA's
+  f32 = "float32" if oc.available() else None
+  assert oc.operand_dtype() is None and wide() == "as_2d"           # outside: XLA's
   with oc.use():
-    assert oc.enabled() == oc.available()
+    assert oc.operand_dtype() == f32
     assert wide() == ("onednn" if oc.available() else "as_2d")
     with oc.use(False):
-      assert not oc.enabled() and wide() == "as_2d"
-    assert oc.enabled() == oc.available()
-  assert not oc.enabled()
+      assert oc.operand_dtype() is None and wide() == "as_2d"
+    assert oc.operand_dtype() == f32
+  assert oc.operand_dtype() is None
 
 
 def test_use_operands_decide_the_operand_dtype():

@@ -155,14 +155,19 @@ def cpu_has_fast_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
   return any(flag in flags for flag in BF16_CPU_FLAGS)
 
 
+def _operand_name(operands, caller: str) -> str:
+  """The dtype name of `operands` ("float32" or "bfloat16"); a ValueError naming `caller` else."""
+  name = jnp.dtype(operands).name
+  if name not in DTYPES:
+    raise ValueError(f"onednn_conv.{caller}: operands {name!r}; use one of {DTYPES}")
+  return name
+
+
 def available(operands: str = "float32") -> bool:
   """Whether this process's XLA:CPU runs `onednn_conv` with these operands ("float32" or
   "bfloat16", float32 result) and gets lax's result (checked once per dtype); "bfloat16" also
   needs `cpu_has_fast_bfloat16()`."""
-  operands = jnp.dtype(operands).name
-  if operands not in DTYPES:
-    raise ValueError(f"onednn_conv.available: operands {operands!r}; use one of {DTYPES}")
-  return _available(operands)
+  return _available(_operand_name(operands, "available"))
 
 
 @functools.lru_cache(maxsize=None)
@@ -217,20 +222,13 @@ def operand_dtype() -> str | None:
   return "float32" if available("float32") else None
 
 
-def enabled() -> bool:
-  """Whether a convolution traced now should call `onednn_conv` (`operand_dtype()` is not None)."""
-  return operand_dtype() is not None
-
-
 @contextlib.contextmanager
 def use(on: bool = True, operands: str = "float32") -> Iterator[None]:
   """Functions traced inside this block (this thread) take oneDNN's convolutions where `on` and
   available, XLA's otherwise. `operands="bfloat16"`: float32 convolutions round their operands to
   bfloat16 and sum in float32 (TPU's default precision) where `available("bfloat16")`, else they
   keep float32 operands. Outside any block: XLA's."""
-  operands = jnp.dtype(operands).name
-  if operands not in DTYPES:
-    raise ValueError(f"onednn_conv.use: operands {operands!r}; use one of {DTYPES}")
+  operands = _operand_name(operands, "use")
   stack = getattr(_setting, "stack", None)
   if stack is None:
     stack = _setting.stack = []
