@@ -58,13 +58,39 @@ def matmul_flops(n: int) -> float:
   return 2.0 * n ** 3
 
 
-def time_matmul(n: int, repeats: int = 5, dtype: str = "float32") -> float:
-  """Best wall time in seconds of one jitted `jnp.dot` of two n x n matrices (after a warm-up)."""
+# How `time_matmul` multiplies: XLA's own jitted `jnp.dot` (the LM's matmuls), or oneDNN, the
+# library the video tokenizer's CPU convolutions run in (vp_jax/nn/onednn_conv.py), as a 1x1
+# convolution inside the XLA:CPU program. On the 2-core AVX-512 host oneDNN's kernels outran XLA's
+# dot (the tokenizer's convolutions read 93-171 % of XLA's "peak", docs/magvit.md), and only
+# oneDNN runs bfloat16 operands at their own rate there, so the tokenizer benchmarks read their
+# GFLOP/s against oneDNN's peaks too.
+MATMUL_BACKENDS = ("xla", "onednn")
+
+
+def matmul_fn(backend: str = "xla", dtype: str = "float32"):
+  """A jitted (a [n, n], b [n, n]) -> a @ b. "xla": `jnp.dot`, result in `dtype`; "onednn": a 1x1
+  convolution by oneDNN with `dtype` operands and a float32 result (what the tokenizer's
+  convolutions compute; needs `onednn_conv.available(dtype)`)."""
+  if backend == "xla":
+    return jax.jit(jnp.dot)
+  if backend != "onednn":
+    raise ValueError(f"matmul backend {backend!r}; one of {MATMUL_BACKENDS}")
+  from vp_jax.nn import onednn_conv
+  if not onednn_conv.available(dtype):
+    raise ValueError(f"matmul backend 'onednn' with {dtype} operands: this process's XLA:CPU "
+                     f"cannot run them (onednn_conv.available({dtype!r}) is False)")
+  return jax.jit(lambda a, b: onednn_conv.onednn_conv(a[None], b[None], (1,), [(0, 0)],
+                                                      out_dtype=jnp.float32)[0])
+
+
+def time_matmul(n: int, repeats: int = 5, dtype: str = "float32", backend: str = "xla") -> float:
+  """Best wall time in seconds of one n x n by n x n product by `matmul_fn(backend, dtype)`
+  (after a warm-up)."""
   dt = jnp.dtype(dtype)
   ka, kb = jax.random.split(jax.random.key(0))
   a = jax.random.normal(ka, (n, n), dt)
   b = jax.random.normal(kb, (n, n), dt)
-  dot = jax.jit(jnp.dot)
+  dot = matmul_fn(backend, dtype)
   jax.block_until_ready(dot(a, b))  # compile + warm caches
   best = math.inf
   for _ in range(max(repeats, 1)):
@@ -75,14 +101,16 @@ def time_matmul(n: int, repeats: int = 5, dtype: str = "float32") -> float:
 
 
 def measure_matmul_peak(sizes: Sequence[int] = DEFAULT_SIZES, repeats: int = 5,
-                        dtype: str = "float32", per_size: dict | None = None) -> float:
-  """The machine's matmul peak in GFLOP/s: max over `sizes` of 2 n^3 / best time.
+                        dtype: str = "float32", per_size: dict | None = None,
+                        backend: str = "xla") -> float:
+  """The machine's matmul peak in GFLOP/s: max over `sizes` of 2 n^3 / best time
+  (`time_matmul(n, repeats, dtype, backend)`).
 
   If `per_size` is given it is filled with {n: (best seconds, GFLOP/s)}.
   """
   best_gflops = 0.0
   for n in sizes:
-    seconds = time_matmul(n, repeats, dtype)
+    seconds = time_matmul(n, repeats, dtype, backend)
     gflops = matmul_flops(n) / seconds / 1e9
     if per_size is not None:
       per_size[n] = (seconds, gflops)

@@ -22,7 +22,12 @@ counts and FLOPs per call are printed so the match can be judged.
 
 FLOPs (both sides, same convention): 2 per multiply-add of convolutions and matmuls, from our jaxpr
 (benchmarks/flop_count.py) and from torch.utils.flop_counter for the reference; GFLOP/s is that over
-the measured time, as a fraction of the peak = `benchmarks/mfu.py`'s best jitted float32 matmul.
+the measured time, as a fraction of the matmul peak of the same arithmetic (`measure_peaks`,
+with `benchmarks/mfu.py`'s timer): float32 operands against the faster of XLA's jitted float32
+`jnp.dot` and oneDNN's float32 matmul (oneDNN's kernels outrun XLA's dot on AVX-512 hosts, so
+XLA's alone read as 93-171 % "of peak"); bfloat16 conv operands (`onednn_bf16`, a bfloat16 model
+by oneDNN, torch's autocast) against oneDNN's bfloat16 matmul where the CPU runs it fast, else the
+float32 peak.
 XLA's own `cost_analysis()` count (all ops it runs itself, incl. norms and activations; not the
 convolutions oneDNN runs, custom calls it does not count) is printed for ours too.
 Timings: one warm-up call (compilation), then the best of `--repeats` calls (`block_until_ready` on
@@ -94,10 +99,36 @@ def _flops(tok, jitted, x) -> float:
   return float(cost.get("flops", 0.0)) if cost else 0.0
 
 
+def measure_peaks(repeats: int = 3) -> dict:
+  """{"float32": GFLOP/s, "bfloat16": GFLOP/s or None, "xla_float32": GFLOP/s}: the best of XLA's
+  jitted float32 `jnp.dot` ("xla_float32") and, where this XLA:CPU runs oneDNN, oneDNN's float32
+  matmul ("float32" is the larger); oneDNN's matmul with bfloat16 operands and float32 sums where
+  the CPU runs them fast (`onednn_conv.available("bfloat16")`), else None."""
+  xla = measure_matmul_peak(repeats=repeats)
+  fp32 = (max(xla, measure_matmul_peak(repeats=repeats, backend="onednn"))
+          if onednn_conv.available() else xla)
+  bf16 = (measure_matmul_peak(repeats=repeats, dtype="bfloat16", backend="onednn")
+          if onednn_conv.available("bfloat16") else None)
+  return {"float32": fp32, "bfloat16": bf16, "xla_float32": xla}
+
+
+def operand_arithmetic(dtype: str, cpu_convs: str) -> str:
+  """The operand type our convolutions multiply in ("float32" or "bfloat16"), i.e. which peak a
+  variant (activation `dtype`, VideoTokenizer `cpu_convs`) is read against: bfloat16 where oneDNN
+  runs them with bfloat16 operands (`onednn_bf16`, or a bfloat16 model by oneDNN), else float32
+  (XLA's convolutions of a bfloat16 model ran no faster than float32 ones: docs/magvit.md)."""
+  bf16_by_onednn = cpu_convs == "onednn_bf16" or (dtype == "bfloat16" and cpu_convs != "xla")
+  return "bfloat16" if bf16_by_onednn and onednn_conv.available("bfloat16") else "float32"
+
+
+def _peak(peaks: dict, arithmetic: str) -> float:
+  return peaks[arithmetic] or peaks["float32"]
+
+
 def bench_jax(name: str, clips: np.ndarray, peak: float, upsample_kernel: int = 3,
               dtype: str = "float32", cpu_convs: str = "onednn") -> dict:
   """Builds and compiles ours (`cpu_convs`: VideoTokenizer's, "onednn", "onednn_bf16" or "xla");
-  `time_jax` then times it (once per round)."""
+  `time_jax` then times it (once per round). `peak`: the GFLOP/s its fractions are of."""
   module = create_tokenizer(preset(name, upsample_kernel=upsample_kernel, dtype=dtype))
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
   tok = VideoTokenizer.from_module(module, cpu_convs=cpu_convs)
@@ -189,8 +220,8 @@ def main(argv=None):
   p.add_argument("--upsample_kernels", default="3,1",
                  help="MagvitConfig.upsample_kernel values to time ours with (1 = the reference's)")
   p.add_argument("--dtypes", default="float32",
-                 help="MagvitConfig.dtype values (activations) to time ours with; the peak and "
-                      "the reference are float32")
+                 help="MagvitConfig.dtype values (activations) to time ours with (the "
+                      "reference's float32 run stays float32)")
   p.add_argument("--cpu_convs", default="onednn",
                  help="our convolutions on CPU (VideoTokenizer cpu_convs): onednn (by oneDNN "
                       "where XLA:CPU has it), onednn_bf16 (bfloat16 operands) and/or xla "
@@ -203,9 +234,12 @@ def main(argv=None):
   torch_dtypes = args.torch_dtypes.split(",")
   if not set(torch_dtypes) <= {"float32", "bfloat16"}:
     p.error(f"--torch_dtypes {args.torch_dtypes}: float32 and/or bfloat16.")
-  peak = measure_matmul_peak(repeats=3)
-  print(f"matmul peak: {peak:.1f} GFLOP/s (float32, {jax.device_count()} device(s), "
-        f"{jax.devices()[0].platform}); load average {os.getloadavg()[0]:.2f}; best of "
+  peaks = measure_peaks(repeats=3)
+  bf16_peak = (f"{peaks['bfloat16']:.1f} GFLOP/s (oneDNN)" if peaks["bfloat16"]
+               else "not fast here (read against float32's)")
+  print(f"matmul peaks: float32 {peaks['float32']:.1f} GFLOP/s (XLA's jnp.dot "
+        f"{peaks['xla_float32']:.1f}), bfloat16 operands {bf16_peak}; {jax.device_count()} "
+        f"device(s), {jax.devices()[0].platform}; load average {os.getloadavg()[0]:.2f}; best of "
         f"{args.repeats} after a warm-up, {args.rounds} round(s); ours with "
         f"{'the keep-mapped' if KEEP_MAPPED else 'glibc default'} malloc settings",
         flush=True)
@@ -216,7 +250,8 @@ def main(argv=None):
               for c in args.cpu_convs.split(",")]
   shape = f"{args.batch}x{args.frames}x{args.size}x{args.size}"
   for name in args.configs.split(","):
-    ours = {v: bench_jax(name, clips, peak, *v) for v in variants}
+    ours = {v: bench_jax(name, clips, _peak(peaks, operand_arithmetic(v[1], v[2])), *v)
+            for v in variants}
     refs = dict.fromkeys(torch_dtypes)
     for _ in range(args.rounds):     # ours and the reference take turns; each keeps its best
       for r in ours.values():
@@ -231,13 +266,15 @@ def main(argv=None):
     for (kernel, dtype, convs), r in ours.items():
       r = {k: v for k, v in r.items() if k not in ("tok", "x", "ids")}
       results[name][_key(kernel, dtype, convs)] = r
+      arith = operand_arithmetic(dtype, convs)
       print(f"{name} {shape}, {kernel}x{kernel}x{kernel} upsampling convs, {dtype} activations, "
             f"{_conv_label(convs)}:\n"
             f"  vp_jax ({r['params'] / 1e6:.2f}M params): encode {r['encode_fps']:.2f} frames/s "
             f"({r['encode_flops'] / 1e9:.1f} GFLOP, {r['encode_gflops']:.1f} GFLOP/s, "
-            f"{100 * r['encode_peak_frac']:.0f}% of peak); decode {r['decode_fps']:.2f} frames/s "
-            f"({r['decode_flops'] / 1e9:.1f} GFLOP, {r['decode_gflops']:.1f} GFLOP/s, "
-            f"{100 * r['decode_peak_frac']:.0f}% of peak); XLA cost_analysis: "
+            f"{100 * r['encode_peak_frac']:.0f}% of {arith} peak); decode "
+            f"{r['decode_fps']:.2f} frames/s ({r['decode_flops'] / 1e9:.1f} GFLOP, "
+            f"{r['decode_gflops']:.1f} GFLOP/s, {100 * r['decode_peak_frac']:.0f}% of {arith} "
+            f"peak); XLA cost_analysis: "
             f"{r['encode_xla_flops'] / 1e9:.1f} / {r['decode_xla_flops'] / 1e9:.1f} "
             f"GFLOP", flush=True)
     if args.no_torch:
@@ -250,12 +287,15 @@ def main(argv=None):
       results[name][_torch_key(td)] = t
       enc_g, dec_g = (t["encode_flops"] / t["encode_s"] / 1e9,
                       t["decode_flops"] / t["decode_s"] / 1e9)
+      # torch's CPU convolutions are oneDNN's too; autocast runs them with bfloat16 operands.
+      arith = "bfloat16" if td == "bfloat16" and peaks["bfloat16"] else "float32"
+      peak = peaks[arith]
       print(f"  {what} {t['torch'].split('+')[0]}, {t['threads']} threads "
             f"({t['params'] / 1e6:.2f}M params, 1x1x1 upsampling convs): encode "
             f"{t['encode_fps']:.2f} frames/s ({t['encode_flops'] / 1e9:.1f} GFLOP, {enc_g:.1f} "
-            f"GFLOP/s, {100 * enc_g / peak:.0f}% of peak); decode {t['decode_fps']:.2f} frames/s "
-            f"({t['decode_flops'] / 1e9:.1f} GFLOP, {dec_g:.1f} GFLOP/s, "
-            f"{100 * dec_g / peak:.0f}% of peak)", flush=True)
+            f"GFLOP/s, {100 * enc_g / peak:.0f}% of {arith} peak); decode "
+            f"{t['decode_fps']:.2f} frames/s ({t['decode_flops'] / 1e9:.1f} GFLOP, "
+            f"{dec_g:.1f} GFLOP/s, {100 * dec_g / peak:.0f}% of {arith} peak)", flush=True)
       for kernel, dtype, convs in variants:
         r = results[name][_key(kernel, dtype, convs)]
         print(f"  ratio vp_jax ({kernel}x{kernel}x{kernel} upsampling, {dtype}, "

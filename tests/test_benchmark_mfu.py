@@ -4,6 +4,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import pytest
 from flax import nnx
 
@@ -108,3 +109,31 @@ def test_config_and_trainer_setup():
   assert trainer.mesh.shape["data"] == 8                       # ... data-parallel
   assert trainer.config.compute_dtype == "bfloat16"
   assert trainer.config.train_steps == 3 + mfu.WARMUP_STEPS
+
+
+@pytest.mark.parametrize("backend,dtype", [("xla", "float32"), ("onednn", "float32"),
+                                           ("onednn", "bfloat16")])
+def test_matmul_fn_multiplies(backend, dtype):
+  from vp_jax.nn import onednn_conv
+  if backend == "onednn" and not onednn_conv.available(dtype):
+    with pytest.raises(ValueError, match=f"'onednn' with {dtype} operands"):
+      mfu.matmul_fn(backend, dtype)
+    return
+  ka, kb = jax.random.split(jax.random.key(3))
+  a = jax.random.normal(ka, (96, 96), jnp.dtype(dtype))
+  b = jax.random.normal(kb, (96, 96), jnp.dtype(dtype))
+  exact = np.asarray(a, np.float64) @ np.asarray(b, np.float64)   # of the (rounded) operands
+  got = np.asarray(mfu.matmul_fn(backend, dtype)(a, b), np.float64)
+  # oneDNN sums bfloat16 products in float32 and returns float32; XLA's float32 dot likewise.
+  assert got.shape == (96, 96) and np.abs(got - exact).max() < 1e-4 * np.abs(exact).max()
+
+
+def test_matmul_backends_and_peak_per_backend():
+  with pytest.raises(ValueError, match="matmul backend 'mkl'"):
+    mfu.matmul_fn("mkl")
+  from vp_jax.nn import onednn_conv
+  if not onednn_conv.available():
+    pytest.skip("no oneDNN convolutions in this XLA:CPU")
+  per_size = {}
+  peak = mfu.measure_matmul_peak((128,), repeats=2, per_size=per_size, backend="onednn")
+  assert peak == per_size[128][1] == pytest.approx(2 * 128 ** 3 / per_size[128][0] / 1e9)

@@ -92,18 +92,71 @@ def test_video_bench_torch_spec_and_unavailable_reference(monkeypatch, tiny_clip
       f"no interpreter at {missing} (make .venv-torchref/.installed)"
 
 
+# Fake matmul peaks by (backend, operands): oneDNN's float32 one above XLA's, bfloat16 twice that.
+_FAKE_PEAKS = {("xla", "float32"): 8.0, ("onednn", "float32"): 10.0, ("onednn", "bfloat16"): 20.0}
+
+
+def _fake_peak(calls=None):
+  def peak(repeats, dtype="float32", backend="xla"):
+    if calls is not None:
+      calls.append((backend, dtype, repeats))
+    return _FAKE_PEAKS[backend, dtype]
+  return peak
+
+
+def test_measure_peaks_takes_the_faster_float32_and_onednns_bfloat16(monkeypatch):
+  calls = []
+  monkeypatch.setattr(vt, "measure_matmul_peak", _fake_peak(calls))
+  monkeypatch.setattr(vt.onednn_conv, "available", lambda operands="float32": True)
+  assert vt.measure_peaks(repeats=2) == {"float32": 10.0, "bfloat16": 20.0, "xla_float32": 8.0}
+  assert calls == [("xla", "float32", 2), ("onednn", "float32", 2), ("onednn", "bfloat16", 2)]
+  # XLA's dot faster than oneDNN's: the float32 peak is XLA's.
+  monkeypatch.setitem(_FAKE_PEAKS, ("xla", "float32"), 12.0)
+  assert vt.measure_peaks()["float32"] == 12.0
+  # No fast bfloat16 here: no bfloat16 peak, and nothing timed for it.
+  calls.clear()
+  monkeypatch.setattr(vt.onednn_conv, "available", lambda operands="float32": operands == "float32")
+  assert vt.measure_peaks(repeats=1) == {"float32": 12.0, "bfloat16": None, "xla_float32": 12.0}
+  assert [c[:2] for c in calls] == [("xla", "float32"), ("onednn", "float32")]
+  # No oneDNN at all: XLA's dot alone.
+  calls.clear()
+  monkeypatch.setattr(vt.onednn_conv, "available", lambda operands="float32": False)
+  assert vt.measure_peaks(repeats=1) == {"float32": 12.0, "bfloat16": None, "xla_float32": 12.0}
+  assert [c[:2] for c in calls] == [("xla", "float32")]
+
+
+@pytest.mark.parametrize("fast_bf16", [True, False])
+def test_operand_arithmetic_picks_the_peak_a_variant_is_read_against(monkeypatch, fast_bf16):
+  monkeypatch.setattr(vt.onednn_conv, "available",
+                      lambda operands="float32": operands == "float32" or fast_bf16)
+  bf16 = "bfloat16" if fast_bf16 else "float32"
+  assert [vt.operand_arithmetic(d, c) for d, c in [
+      ("float32", "onednn"), ("float32", "xla"), ("float32", "onednn_bf16"),
+      ("bfloat16", "onednn"), ("bfloat16", "onednn_bf16"), ("bfloat16", "xla")]] == \
+      ["float32", "float32", bf16, bf16, bf16, "float32"]
+  peaks = {"float32": 10.0, "bfloat16": 20.0 if fast_bf16 else None}
+  assert vt._peak(peaks, "float32") == 10.0
+  assert vt._peak(peaks, "bfloat16") == (20.0 if fast_bf16 else 10.0)
+
+
 def test_video_tokenizer_main_end_to_end(monkeypatch, capsys, tmp_path):
-  # The peak is mfu.py's (tested above); a fixed 8 GFLOP/s here. One timed encode and one timed
-  # decode after the warm-up. Only the 3x3x3-upsampling variant (each variant is a compile).
-  peak_kwargs = []
-  monkeypatch.setattr(vt, "measure_matmul_peak", lambda **kw: peak_kwargs.append(kw) or 8.0)
+  # The peaks are mfu.py's (tested in test_benchmark_mfu.py); fixed here (_FAKE_PEAKS: float32
+  # 10 GFLOP/s, oneDNN's). One timed encode and one timed decode after the warm-up. Only the
+  # 3x3x3-upsampling variant (each variant is a compile).
+  peak_calls = []
+  monkeypatch.setattr(vt, "measure_matmul_peak", _fake_peak(peak_calls))
   clock = ScriptedClock([2 ** -10, 2 ** -9])
   monkeypatch.setattr(vt, "time", clock)
   missing = str(tmp_path / "python")
   r = vt.main(["--configs", "tiny", "--frames", "5", "--size", "8", "--repeats", "1",
                "--upsample_kernels", "3", "--threads", "1", "--torch_python", missing])
   out = capsys.readouterr().out
-  assert clock.done and peak_kwargs == [{"repeats": 3}]
+  from vp_jax.nn import onednn_conv
+  fp32_peak = 10.0 if onednn_conv.available() else 8.0
+  assert clock.done and peak_calls[:1] == [("xla", "float32", 3)]
+  assert [c[:2] for c in peak_calls[1:]] == (
+      [("onednn", "float32")] * onednn_conv.available()
+      + [("onednn", "bfloat16")] * onednn_conv.available("bfloat16"))
   assert set(r) == {"tiny"} and set(r["tiny"]) == {"jax_up3"}
   res = r["tiny"]["jax_up3"]
   assert (res["config"], res["dtype"], res["params"]) == ("tiny", "float32", TINY_PARAMS)
@@ -111,24 +164,27 @@ def test_video_tokenizer_main_end_to_end(monkeypatch, capsys, tmp_path):
   assert res["encode_fps"] == 5 * 2 ** 10 and res["decode_fps"] == 5 * 2 ** 9
   assert res["encode_gflops"] == pytest.approx(TINY_ENCODE_FLOPS * 2 ** 10 / 1e9)
   assert res["decode_gflops"] == pytest.approx(TINY_DECODE_FLOPS * 2 ** 9 / 1e9)
-  assert res["encode_peak_frac"] == pytest.approx(res["encode_gflops"] / 8.0)
-  assert res["decode_peak_frac"] == pytest.approx(res["decode_gflops"] / 8.0)
+  assert res["peak"] == fp32_peak
+  assert res["encode_peak_frac"] == pytest.approx(res["encode_gflops"] / fp32_peak)
+  assert res["decode_peak_frac"] == pytest.approx(res["decode_gflops"] / fp32_peak)
   # XLA's count: elementwise work plus the convs XLA runs itself (not oneDNN's custom calls, which
   # it does not count); not our convention.
-  from vp_jax.nn import onednn_conv
   if onednn_conv.available():
     assert 0 < res["encode_xla_flops"] < TINY_ENCODE_FLOPS / 2
   else:
     assert res["encode_xla_flops"] > TINY_ENCODE_FLOPS / 2
   assert res["decode_xla_flops"] > 0
-  assert "matmul peak: 8.0 GFLOP/s" in out
+  assert f"matmul peaks: float32 {fp32_peak:.1f} GFLOP/s (XLA's jnp.dot 8.0), bfloat16 operands " \
+      + ("20.0 GFLOP/s (oneDNN)" if onednn_conv.available("bfloat16")
+         else "not fast here (read against float32's)") in out
   assert ("tiny 1x5x8x8, 3x3x3 upsampling convs, float32 activations, "
           + vt._conv_label("onednn")) in out
   figures = re.findall(r"(encode|decode) ([\d.]+) frames/s \(([\d.]+) GFLOP, ([\d.]+) GFLOP/s, "
-                       r"(\d+)% of peak\)", out)
-  # Encode 3.89 MFLOP in 2^-10 s = 3.98 GFLOP/s; decode 6.62 MFLOP in 2^-9 s = 3.39 GFLOP/s.
-  assert figures == [("encode", "5120.00", "0.0", "4.0", "50"),
-                     ("decode", "2560.00", "0.0", "3.4", "42")]
+                       r"(\d+)% of float32 peak\)", out)
+  # Encode 3.89 MFLOP in 2^-10 s = 3.98 GFLOP/s; decode 6.62 MFLOP in 2^-9 s = 3.39 GFLOP/s:
+  # 40 % / 34 % of oneDNN's 10 GFLOP/s (50 % / 42 % of XLA's 8 without oneDNN).
+  assert figures == [("encode", "5120.00", "0.0", "4.0", "40" if fp32_peak == 10 else "50"),
+                     ("decode", "2560.00", "0.0", "3.4", "34" if fp32_peak == 10 else "42")]
   assert printed_floats(r"vp_jax \(([\d.]+)M params\)", out) == [0.24]
   assert out.count(f"magvit2-pytorch: unavailable (no interpreter at {missing}") == 1
 
@@ -152,7 +208,7 @@ def test_keep_faster_keeps_each_operations_best_round():
 def test_video_tokenizer_main_rounds_alternate_and_keep_each_sides_best(monkeypatch, capsys):
   # Two rounds: ours times encode then decode each round (2^-10, 2^-9, then 2^-11, 2^-8), and the
   # reference runs after ours in each round (0.5 / 0.25 s, then 0.125 / 1.0 s).
-  monkeypatch.setattr(vt, "measure_matmul_peak", lambda **kw: 8.0)
+  monkeypatch.setattr(vt, "measure_matmul_peak", _fake_peak())
   clock = ScriptedClock([2 ** -10, 2 ** -9, 2 ** -11, 2 ** -8])
   monkeypatch.setattr(vt, "time", clock)
   order, rounds = [], iter([_reference_round(0.5, 0.25), _reference_round(0.125, 1.0)])
@@ -180,15 +236,32 @@ def test_video_tokenizer_main_rounds_alternate_and_keep_each_sides_best(monkeypa
 def test_video_tokenizer_main_times_both_reference_dtypes_each_round(monkeypatch, capsys):
   # --torch_dtypes float32,bfloat16: per round ours, then the reference in float32 and under
   # autocast; each of our variants is compared with both.
-  monkeypatch.setattr(vt, "measure_matmul_peak", lambda **kw: 8.0)
+  monkeypatch.setattr(vt, "measure_matmul_peak", _fake_peak())
   clock = ScriptedClock([2 ** -10, 2 ** -9])
   monkeypatch.setattr(vt, "time", clock)
   calls = []
+  # 4 / 2 GFLOP per encode / decode: 8 GFLOP/s in float32, 16 under autocast.
   refs = {"float32": _reference_round(0.5, 0.25), "bfloat16": _reference_round(0.25, 0.125)}
+  for ref in refs.values():
+    ref.update(encode_flops=4e9, decode_flops=2e9)
   monkeypatch.setattr(vt, "bench_torch", lambda *a: calls.append(a[-1]) or refs[a[-1]])
   r = vt.main(["--configs", "tiny", "--frames", "5", "--size", "8", "--repeats", "1",
                "--upsample_kernels", "3", "--torch_dtypes", "float32,bfloat16"])
   out = capsys.readouterr().out
+  # Each reference run is read against the peak of its own arithmetic: float32 against the float32
+  # peak (_FAKE_PEAKS: oneDNN's 10, or XLA's 8 without oneDNN), autocast against oneDNN's bfloat16
+  # peak (20) where the CPU runs bfloat16 fast, else against the float32 one.
+  from vp_jax.nn import onednn_conv
+  fp32 = 10.0 if onednn_conv.available() else 8.0
+  bf16, bf16_name = (20.0, "bfloat16") if onednn_conv.available("bfloat16") else (fp32, "float32")
+  fractions = re.findall(r"magvit2-pytorch[^:]*: encode [\d.]+ frames/s \([\d.]+ GFLOP, 8.0 "
+                         r"GFLOP/s, (\d+)% of (\w+) peak\); decode [\d.]+ frames/s \([\d.]+ "
+                         r"GFLOP, 8.0 GFLOP/s, (\d+)% of (\w+) peak\)", out)
+  fractions += re.findall(r"magvit2-pytorch \(bfloat16 autocast\)[^:]*: encode [\d.]+ frames/s "
+                          r"\([\d.]+ GFLOP, 16.0 GFLOP/s, (\d+)% of (\w+) peak\); decode [\d.]+ "
+                          r"frames/s \([\d.]+ GFLOP, 16.0 GFLOP/s, (\d+)% of (\w+) peak\)", out)
+  assert fractions == [(f"{800 / fp32:.0f}", "float32") * 2,
+                       (f"{1600 / bf16:.0f}", bf16_name) * 2]
   assert clock.done and calls == ["float32", "bfloat16"]
   assert r["tiny"]["torch"]["encode_fps"] == 10.0
   assert r["tiny"]["torch_bfloat16"]["encode_fps"] == 20.0
