@@ -53,9 +53,17 @@ DEFAULT_SIZES = (512, 1024, 2048)  # 4096 adds ~20 s on a 2-core CPU; pass --siz
 WARMUP_STEPS = 2
 
 
-def matmul_flops(n: int) -> float:
-  """FLOPs of an n x n by n x n matrix product (one multiply and one add per inner-product term)."""
-  return 2.0 * n ** 3
+def matmul_dims(size) -> tuple[int, int, int]:
+  """(m, k, n) of a matmul size: an int n is the square n x n by n x n product, (m, k, n) an
+  m x k by k x n one."""
+  return (size,) * 3 if isinstance(size, int) else tuple(size)
+
+
+def matmul_flops(size) -> float:
+  """FLOPs of the matrix product of `size` (`matmul_dims`; one multiply and one add per
+  inner-product term): 2 n^3 for a square one."""
+  m, k, n = matmul_dims(size)
+  return 2.0 * m * k * n
 
 
 # How `time_matmul` multiplies: XLA's own jitted `jnp.dot` (the LM's matmuls), or oneDNN, the
@@ -68,7 +76,7 @@ MATMUL_BACKENDS = ("xla", "onednn")
 
 
 def matmul_fn(backend: str = "xla", dtype: str = "float32"):
-  """A jitted (a [n, n], b [n, n]) -> a @ b. "xla": `jnp.dot`, result in `dtype`; "onednn": a 1x1
+  """A jitted (a [m, k], b [k, n]) -> a @ b. "xla": `jnp.dot`, result in `dtype`; "onednn": a 1x1
   convolution by oneDNN with `dtype` operands and a float32 result (what the tokenizer's
   convolutions compute; needs `onednn_conv.available(dtype)`)."""
   if backend == "xla":
@@ -83,13 +91,14 @@ def matmul_fn(backend: str = "xla", dtype: str = "float32"):
                                                       out_dtype=jnp.float32)[0])
 
 
-def time_matmul(n: int, repeats: int = 5, dtype: str = "float32", backend: str = "xla") -> float:
-  """Best wall time in seconds of one n x n by n x n product by `matmul_fn(backend, dtype)`
-  (after a warm-up)."""
+def time_matmul(size, repeats: int = 5, dtype: str = "float32", backend: str = "xla") -> float:
+  """Best wall time in seconds of one product of `size` (n or (m, k, n), `matmul_dims`) by
+  `matmul_fn(backend, dtype)` (after a warm-up)."""
+  m, k, n = matmul_dims(size)
   dt = jnp.dtype(dtype)
   ka, kb = jax.random.split(jax.random.key(0))
-  a = jax.random.normal(ka, (n, n), dt)
-  b = jax.random.normal(kb, (n, n), dt)
+  a = jax.random.normal(ka, (m, k), dt)
+  b = jax.random.normal(kb, (k, n), dt)
   dot = matmul_fn(backend, dtype)
   jax.block_until_ready(dot(a, b))  # compile + warm caches
   best = math.inf
@@ -100,13 +109,13 @@ def time_matmul(n: int, repeats: int = 5, dtype: str = "float32", backend: str =
   return best
 
 
-def measure_matmul_peak(sizes: Sequence[int] = DEFAULT_SIZES, repeats: int = 5,
+def measure_matmul_peak(sizes: Sequence = DEFAULT_SIZES, repeats: int = 5,
                         dtype: str = "float32", per_size: dict | None = None,
                         backend: str = "xla") -> float:
-  """The machine's matmul peak in GFLOP/s: max over `sizes` of 2 n^3 / best time
-  (`time_matmul(n, repeats, dtype, backend)`).
+  """The machine's matmul peak in GFLOP/s: max over `sizes` (n or (m, k, n) each) of
+  `matmul_flops(size)` / best time (`time_matmul(size, repeats, dtype, backend)`).
 
-  If `per_size` is given it is filled with {n: (best seconds, GFLOP/s)}.
+  If `per_size` is given it is filled with {size: (best seconds, GFLOP/s)}.
   """
   best_gflops = 0.0
   for n in sizes:

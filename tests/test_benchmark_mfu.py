@@ -74,15 +74,20 @@ def test_matmul_flops_matches_xla():
   a = jnp.ones((64, 64), jnp.float32)
   assert mfu.matmul_flops(64) == 2 * 64 ** 3
   assert _xla_flops(jnp.dot, a, a) == mfu.matmul_flops(64)
+  # (m, k, n): an m x k by k x n product.
+  assert mfu.matmul_dims(64) == (64, 64, 64) and mfu.matmul_dims([96, 32, 16]) == (96, 32, 16)
+  assert mfu.matmul_flops((96, 32, 16)) == 2 * 96 * 32 * 16 == \
+      _xla_flops(jnp.dot, jnp.ones((96, 32)), jnp.ones((32, 16)))
 
 
 def test_measure_matmul_peak_is_flops_over_best_time():
   per_size = {}
-  peak = mfu.measure_matmul_peak((128, 256), repeats=3, per_size=per_size)
-  assert set(per_size) == {128, 256}
-  for n, (seconds, gflops) in per_size.items():
+  peak = mfu.measure_matmul_peak((128, 256, (512, 64, 32)), repeats=3, per_size=per_size)
+  assert set(per_size) == {128, 256, (512, 64, 32)}
+  for size, (seconds, gflops) in per_size.items():
+    m, k, n = (size,) * 3 if isinstance(size, int) else size
     assert 0 < seconds < 10
-    assert gflops == pytest.approx(2 * n ** 3 / seconds / 1e9, rel=1e-12)
+    assert gflops == pytest.approx(2 * m * k * n / seconds / 1e9, rel=1e-12)
   assert peak == max(g for _, g in per_size.values())
   # Finite, positive and physically plausible for a CPU (0.01 GFLOP/s .. 100 TFLOP/s).
   assert math.isfinite(peak) and 0.01 < peak < 1e5

@@ -97,7 +97,8 @@ _FAKE_PEAKS = {("xla", "float32"): 8.0, ("onednn", "float32"): 10.0, ("onednn", 
 
 
 def _fake_peak(calls=None):
-  def peak(repeats, dtype="float32", backend="xla"):
+  def peak(sizes, repeats, dtype="float32", backend="xla"):
+    assert sizes == vt.PEAK_SIZES
     if calls is not None:
       calls.append((backend, dtype, repeats))
     return _FAKE_PEAKS[backend, dtype]
