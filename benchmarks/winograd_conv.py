@@ -11,7 +11,7 @@ magvit2-pytorch", stop 41, has the figures and the bound they imply).
 `winograd_conv3d` is the causal 3x3x3 convolution (time padded on the past side, "SAME" in space,
 stride 1, even H and W) as: the input cut into overlapping 4x4 tiles at stride 2 (strided slices),
 the input transform B^T d B, the kt time taps concatenated into the channels (as
-`vp_jax.models.magvit.conv.conv3d_as_2d` does), one product per of the 16 transformed positions
+`vp_jax.models.magvit.conv.conv3d_as_2d` does), one product for each of the 16 transformed positions
 against the transformed kernel G g G^T, and the output transform A^T m A back to 2x2 tiles
 (Lavin & Gray, arXiv 1509.09308). The 16 products run as one batched `jnp.einsum` by XLA
 ("xla") or as 16 oneDNN matmuls ("onednn", `vp_jax.nn.onednn_conv`), with float32 or bfloat16
