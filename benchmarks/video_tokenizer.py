@@ -126,10 +126,6 @@ def operand_arithmetic(dtype: str, cpu_convs: str) -> str:
   return "bfloat16" if bf16_by_onednn and onednn_conv.available("bfloat16") else "float32"
 
 
-def _peak(peaks: dict, arithmetic: str) -> float:
-  return peaks[arithmetic] or peaks["float32"]
-
-
 def bench_jax(name: str, clips: np.ndarray, peak: float, upsample_kernel: int = 3,
               dtype: str = "float32", cpu_convs: str = "onednn") -> dict:
   """Builds and compiles ours (`cpu_convs`: VideoTokenizer's, "onednn", "onednn_bf16" or "xla");
@@ -255,7 +251,7 @@ def main(argv=None):
               for c in args.cpu_convs.split(",")]
   shape = f"{args.batch}x{args.frames}x{args.size}x{args.size}"
   for name in args.configs.split(","):
-    ours = {v: bench_jax(name, clips, _peak(peaks, operand_arithmetic(v[1], v[2])), *v)
+    ours = {v: bench_jax(name, clips, peaks[operand_arithmetic(v[1], v[2])], *v)
             for v in variants}
     refs = dict.fromkeys(torch_dtypes)
     for _ in range(args.rounds):     # ours and the reference take turns; each keeps its best

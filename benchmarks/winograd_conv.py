@@ -14,7 +14,7 @@ the input transform B^T d B, the kt time taps concatenated into the channels (as
 `vp_jax.models.magvit.conv.conv3d_as_2d` does), one product for each of the 16 transformed positions
 against the transformed kernel G g G^T, and the output transform A^T m A back to 2x2 tiles
 (Lavin & Gray, arXiv 1509.09308). The 16 products run as one batched `jnp.einsum` by XLA
-("xla") or as 16 oneDNN matmuls ("onednn", `vp_jax.nn.onednn_conv`), with float32 or bfloat16
+("xla") or as 16 oneDNN matmuls ("onednn", `mfu.matmul_fn`), with float32 or bfloat16
 operands (float32 sums). Not used by the model: it was slower than oneDNN's direct kernels with
 bfloat16 operands at every shape measured.
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 
 from vp_jax import cpu_allocator
@@ -34,6 +35,9 @@ KEEP_MAPPED = cpu_allocator.configure()   # as the tokenizer runs (benchmarks/vi
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from mfu import matmul_fn  # noqa: E402
 
 from vp_jax.models.magvit import conv as magvit_conv  # noqa: E402
 from vp_jax.nn import onednn_conv  # noqa: E402
@@ -71,9 +75,8 @@ def _products(v: jax.Array, u: jax.Array, matmul: str, operands: str) -> jax.Arr
   if matmul == "xla":
     return jnp.einsum("pnk,pko->pno", v.astype(dt), u.astype(dt),
                       preferred_element_type=jnp.float32)
-  return jnp.stack([onednn_conv.onednn_conv(v[p][None].astype(dt), u[p][None].astype(dt), (1,),
-                                            [(0, 0)], out_dtype=jnp.float32)[0]
-                    for p in range(v.shape[0])])
+  product = matmul_fn("onednn", operands)
+  return jnp.stack([product(v[p].astype(dt), u[p].astype(dt)) for p in range(v.shape[0])])
 
 
 def winograd_conv3d(x: jax.Array, kernel: jax.Array, matmul: str = "xla",

@@ -135,9 +135,6 @@ def test_operand_arithmetic_picks_the_peak_a_variant_is_read_against(monkeypatch
       ("float32", "onednn"), ("float32", "xla"), ("float32", "onednn_bf16"),
       ("bfloat16", "onednn"), ("bfloat16", "onednn_bf16"), ("bfloat16", "xla")]] == \
       ["float32", "float32", bf16, bf16, bf16, "float32"]
-  peaks = {"float32": 10.0, "bfloat16": 20.0 if fast_bf16 else None}
-  assert vt._peak(peaks, "float32") == 10.0
-  assert vt._peak(peaks, "bfloat16") == (20.0 if fast_bf16 else 10.0)
 
 
 def test_video_tokenizer_main_end_to_end(monkeypatch, capsys, tmp_path):
