@@ -18,7 +18,6 @@ from typing import Any, Callable, Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from clu import metric_writers
 from flax import nnx
 
 from vp_jax.checkpoint.manager import Checkpointer
@@ -286,6 +285,9 @@ class Trainer:
     return result
 
   def _writer(self):
+    # Imported here, not at the top: clu's writers import TensorFlow (tens of seconds, and not
+    # installed on an accelerator image that runs only `Trainer.step`, e.g. benchmarks/mfu.py).
+    from clu import metric_writers
     if self.workdir is None or jax.process_index() > 0:
       return metric_writers.create_default_writer(None, just_logging=True)
     return metric_writers.create_default_writer(f"{self.workdir}/tensorboard")
