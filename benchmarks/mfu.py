@@ -236,13 +236,16 @@ def main(argv: Sequence[str] | None = None) -> dict:
   p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
                  help="matmul sizes n for the peak")
   p.add_argument("--repeats", type=int, default=5, help="matmul repetitions per size (best kept)")
+  p.add_argument("--peak_dtype", default="float32", choices=("float32", "bfloat16"),
+                 help="operands of the peak's matmul: float32 (XLA:CPU's fast path; the default) "
+                      "or bfloat16 (the rate a bfloat16 step is bound by on a GPU or TPU)")
   args = p.parse_args(argv)
 
   print(f"jax {jax.__version__}, backend {jax.default_backend()}, {jax.device_count()} device(s): "
         f"{jax.devices()[0].device_kind}")
   per_size: dict = {}
-  peak = measure_matmul_peak(args.sizes, args.repeats, "float32", per_size)
-  print("\nmatmul peak (jitted float32 jnp.dot, best of %d)" % args.repeats)
+  peak = measure_matmul_peak(args.sizes, args.repeats, args.peak_dtype, per_size)
+  print(f"\nmatmul peak (jitted {args.peak_dtype} jnp.dot, best of {args.repeats})")
   print(f"  {'n':>6}  {'best time (ms)':>14}  {'GFLOP/s':>9}")
   for n, (seconds, gflops) in per_size.items():
     print(f"  {n:>6}  {seconds * 1e3:>14.2f}  {gflops:>9.1f}")
@@ -268,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
       ("train FLOPs per token", f"{r['flops_per_token'] / 1e6:.2f} MFLOP"),
       ("train FLOPs per step", f"{r['flops_per_step'] / 1e9:.2f} GFLOP"),
       ("model FLOP/s", f"{r['model_flops_per_s'] / 1e9:.1f} GFLOP/s"),
-      ("matmul peak (float32)", f"{peak:.1f} GFLOP/s"),
+      (f"matmul peak ({args.peak_dtype})", f"{peak:.1f} GFLOP/s"),
       ("MFU", f"{100 * mfu:.1f} %   (target >= 50 %)"),
       ("final loss", f"{r['final_loss']:.3f}"),
   ]

@@ -73,12 +73,16 @@ def _import_submodule(package: str, submodule: str):
   return importlib.import_module(f"{package}.{submodule}")
 
 
-def _timed(fn, repeats: int, reduce: str):
+def _timed(fn, repeats: int, reduce: str, sync=lambda: None):
+  """(best or median seconds, last output, all times) of `repeats` calls after a warm-up; `sync`
+  waits for queued device work (torch.cuda.synchronize on a GPU, whose calls return early)."""
   out = fn()                                          # warm-up
+  sync()
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
     out = fn()
+    sync()
     times.append(time.perf_counter() - t0)
   t = min(times) if reduce == "best" else sorted(times)[len(times) // 2]
   return t, out, times
@@ -109,9 +113,15 @@ def magvit_layers(filters: int, channel_multipliers, num_res_blocks: int, tempor
 
 
 def bench_magvit(spec: dict, clips: np.ndarray) -> dict:
-  """clips: uint8 [B, T, H, W, 3] (H == W: magvit2-pytorch takes square frames only)."""
+  """clips: uint8 [B, T, H, W, 3] (H == W: magvit2-pytorch takes square frames only).
+  spec["device"] "cuda": on the GPU, with cuDNN's autotuner on (`cudnn.benchmark`, as XLA:GPU
+  autotunes ours) and torch's default TF32 settings (convolutions TF32, matmuls float32)."""
   import torch
   torch.set_num_threads(spec["threads"])
+  device = spec.get("device", "cpu")
+  sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+  if device == "cuda":
+    torch.backends.cudnn.benchmark = True
   mod = _import_submodule("magvit2_pytorch", "magvit2_pytorch")
   layers = magvit_layers(spec["filters"], spec["channel_multipliers"], spec["num_res_blocks"],
                          spec["temporal_downsample"])
@@ -120,18 +130,19 @@ def bench_magvit(spec: dict, clips: np.ndarray) -> dict:
       image_size=clips.shape[2], init_dim=spec["filters"], layers=layers,
       codebook_size=2 ** spec["embedding_dim"], num_codebooks=1,
       input_conv_kernel_size=(3, 3, 3), output_conv_kernel_size=(3, 3, 3),
-      use_gan=False, perceptual_loss_weight=0.0, flash_attn=False).eval()
-  video = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float() / 127.5 - 1   # [B, 3, T, H, W]
+      use_gan=False, perceptual_loss_weight=0.0, flash_attn=False).eval().to(device)
+  video = torch.from_numpy(clips).permute(0, 4, 1, 2, 3).float().to(device) / 127.5 - 1
+  # video: [B, 3, T, H, W] in [-1, 1]
   frames = clips.shape[0] * clips.shape[1]
-  # spec["autocast"] = "bfloat16": torch's CPU autocast (convolutions in bfloat16), the reference's
+  # spec["autocast"] = "bfloat16": torch's autocast (convolutions in bfloat16), the reference's
   # own counterpart of our bfloat16-operand convolutions; None: float32 throughout.
   autocast = spec.get("autocast")
-  with torch.inference_mode(), torch.autocast("cpu", dtype=getattr(torch, autocast or "float32"),
+  with torch.inference_mode(), torch.autocast(device, dtype=getattr(torch, autocast or "float32"),
                                                enabled=bool(autocast)):
     codes = model.tokenize(video)
-    enc, codes, enc_all = _timed(lambda: model.tokenize(video), spec["repeats"], "best")
+    enc, codes, enc_all = _timed(lambda: model.tokenize(video), spec["repeats"], "best", sync)
     dec, recon, dec_all = _timed(lambda: model.decode_from_code_indices(codes), spec["repeats"],
-                                 "best")
+                                 "best", sync)
     enc_flops = _flops(lambda: model.tokenize(video))
     dec_flops = _flops(lambda: model.decode_from_code_indices(codes))
   return {"encode_s": enc, "decode_s": dec, "encode_all_s": enc_all, "decode_all_s": dec_all,
@@ -140,7 +151,8 @@ def bench_magvit(spec: dict, clips: np.ndarray) -> dict:
           "params": sum(p.numel() for p in model.parameters()),
           "codes_shape": list(codes.shape), "recon_shape": list(recon.shape),
           "layers": [list(l) for l in layers], "threads": torch.get_num_threads(),
-          "torch": torch.__version__, "autocast": autocast, "recon_dtype": str(recon.dtype)}
+          "torch": torch.__version__, "autocast": autocast, "recon_dtype": str(recon.dtype),
+          "device": torch.cuda.get_device_name() if device == "cuda" else "cpu"}
 
 
 def bench_soundstream(spec: dict, waves: np.ndarray) -> dict:

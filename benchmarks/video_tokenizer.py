@@ -7,7 +7,10 @@ The reference runs in its own venv (`.venv-torchref`, `make .venv-torchref/.inst
 as a subprocess (benchmarks/torchref.py): the clips go over as an .npy file, the timings come back
 as JSON. Both sides are timed in the same run; the machine's load changes the absolute numbers,
 the ratio is the figure to read. Threads: XLA's CPU backend uses all cores; the reference gets
-torch.set_num_threads(--threads), default the core count.
+torch.set_num_threads(--threads), default the core count. Where JAX runs on a GPU, the reference
+runs on it too (`--torch_device`, default cuda there; cuDNN autotuned, torch's default TF32
+convolutions) and the peaks are XLA's float32 (TF32 at JAX's default precision) and bfloat16
+`jnp.dot` rates (`benchmarks/gpu_check.sh` runs this on a lent GPU).
 
 "Same layout" (torchref.magvit_layers): same base width, per-level widths, spatial/temporal
 compression, 18-bit LFQ (2^18 codes) and 3x3x3 input/output convs; 2 of magvit2-pytorch's residual
@@ -103,13 +106,26 @@ def _flops(tok, jitted, x) -> float:
 # (many positions x ~1000 channels), on which oneDNN's kernels ran 7-8 % faster than on squares
 # (2-core AVX-512 host: 225 against 210 GFLOP/s float32, 447 against 420 bfloat16).
 PEAK_SIZES = (*DEFAULT_SIZES, (16384, 1024, 1024))
+# On an accelerator: products large enough to fill it (an H200 needs n >= 4096 to approach its rate).
+ACCELERATOR_PEAK_SIZES = (4096, 8192, 16384, (65536, 1024, 1024))
+
+
+def on_cpu() -> bool:
+  """Whether JAX's default backend is the CPU (else the peaks and labels are an accelerator's)."""
+  return jax.default_backend() == "cpu"
 
 
 def measure_peaks(repeats: int = 3) -> dict:
   """{"float32": GFLOP/s, "bfloat16": GFLOP/s or None, "xla_float32": GFLOP/s}: the best of XLA's
   jitted float32 `jnp.dot` ("xla_float32") and, where this XLA:CPU runs oneDNN, oneDNN's float32
   matmul ("float32" is the larger); oneDNN's matmul with bfloat16 operands and float32 sums where
-  the CPU runs them fast (`onednn_conv.available("bfloat16")`), else None. Each over PEAK_SIZES."""
+  the CPU runs them fast (`onednn_conv.available("bfloat16")`), else None. Each over PEAK_SIZES.
+  On an accelerator: XLA's jitted `jnp.dot` of each dtype (float32 at JAX's default precision,
+  which XLA:GPU runs as TF32 on tensor cores) over ACCELERATOR_PEAK_SIZES."""
+  if not on_cpu():
+    peak = lambda dtype: measure_matmul_peak(ACCELERATOR_PEAK_SIZES, repeats, dtype)  # noqa: E731
+    fp32 = peak("float32")
+    return {"float32": fp32, "bfloat16": peak("bfloat16"), "xla_float32": fp32}
   peak = lambda **kw: measure_matmul_peak(PEAK_SIZES, repeats=repeats, **kw)  # noqa: E731
   xla = peak()
   fp32 = max(xla, peak(backend="onednn")) if onednn_conv.available() else xla
@@ -121,15 +137,19 @@ def operand_arithmetic(dtype: str, cpu_convs: str) -> str:
   """The operand type our convolutions multiply in ("float32" or "bfloat16"), i.e. which peak a
   variant (activation `dtype`, VideoTokenizer `cpu_convs`) is read against: bfloat16 where oneDNN
   runs them with bfloat16 operands (`onednn_bf16`, or a bfloat16 model by oneDNN), else float32
-  (XLA's convolutions of a bfloat16 model ran no faster than float32 ones: docs/magvit.md)."""
+  (XLA's convolutions of a bfloat16 model ran no faster than float32 ones: docs/magvit.md).
+  On an accelerator, the activation dtype."""
+  if not on_cpu():
+    return dtype
   bf16_by_onednn = cpu_convs == "onednn_bf16" or (dtype == "bfloat16" and cpu_convs != "xla")
   return "bfloat16" if bf16_by_onednn and onednn_conv.available("bfloat16") else "float32"
 
 
 def bench_jax(name: str, clips: np.ndarray, peak: float, upsample_kernel: int = 3,
-              dtype: str = "float32", cpu_convs: str = "onednn") -> dict:
+              dtype: str = "float32", cpu_convs: str = "onednn", xla_cost: bool = True) -> dict:
   """Builds and compiles ours (`cpu_convs`: VideoTokenizer's, "onednn", "onednn_bf16" or "xla");
-  `time_jax` then times it (once per round). `peak`: the GFLOP/s its fractions are of."""
+  `time_jax` then times it (once per round). `peak`: the GFLOP/s its fractions are of.
+  `xla_cost`: also XLA's cost_analysis FLOPs (one more compile of each function)."""
   module = create_tokenizer(preset(name, upsample_kernel=upsample_kernel, dtype=dtype))
   params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(nnx.state(module, nnx.Param)))
   tok = VideoTokenizer.from_module(module, cpu_convs=cpu_convs)
@@ -139,8 +159,8 @@ def bench_jax(name: str, clips: np.ndarray, peak: float, upsample_kernel: int = 
           "frames": clips.shape[0] * clips.shape[1], "tok": tok, "x": x, "ids": ids,
           "encode_flops": conv_matmul_flops(tok._encode_fn, tok._params, x),  # the function,
           "decode_flops": conv_matmul_flops(tok._decode_fn, tok._params, ids),  # not its jit
-          "encode_xla_flops": _flops(tok, tok._encode, x),
-          "decode_xla_flops": _flops(tok, tok._decode, ids),
+          "encode_xla_flops": _flops(tok, tok._encode, x) if xla_cost else float("nan"),
+          "decode_xla_flops": _flops(tok, tok._decode, ids) if xla_cost else float("nan"),
           "encode_s": float("inf"), "decode_s": float("inf")}
 
 
@@ -165,16 +185,16 @@ def _key(upsample_kernel: int, dtype: str, cpu_convs: str = "onednn") -> str:
 
 
 def bench_torch(name: str, clips: np.ndarray, repeats: int, threads: int,
-                python: str | None, dtype: str = "float32") -> dict | str:
+                python: str | None, dtype: str = "float32", device: str = "cpu") -> dict | str:
   """magvit2-pytorch's VideoTokenizer in our preset's layout (torchref.magvit_layers), run in the
-  reference venv on the same clips (`dtype` "bfloat16": under torch's CPU autocast); a string when
-  it cannot run."""
+  reference venv on the same clips (`dtype` "bfloat16": under torch's autocast) on `device`
+  ("cpu" or "cuda"); a string when it cannot run."""
   cfg = preset(name)
   spec = {"filters": cfg.filters, "channel_multipliers": list(cfg.channel_multipliers),
           "num_res_blocks": cfg.num_res_blocks,
           "temporal_downsample": list(cfg.temporal_downsample),
           "embedding_dim": cfg.embedding_dim, "repeats": repeats, "threads": threads,
-          "autocast": None if dtype == "float32" else dtype}
+          "autocast": None if dtype == "float32" else dtype, "device": device}
   return run_reference("magvit", spec, clips, python)
 
 
@@ -190,6 +210,8 @@ def _keep_faster(best: dict | None, new: dict | str) -> dict | str:
 
 
 def _conv_label(cpu_convs: str) -> str:
+  if not on_cpu():
+    return f"XLA:{jax.default_backend().upper()}'s convolutions"
   if cpu_convs == "xla":
     return "XLA's convolutions"
   label = "oneDNN convolutions" if onednn_conv.available() else "XLA's convolutions (no oneDNN)"
@@ -197,6 +219,11 @@ def _conv_label(cpu_convs: str) -> str:
     return ("oneDNN convolutions, bfloat16 operands" if onednn_conv.available("bfloat16")
             else f"{label}, float32 operands (no fast bfloat16 here)")
   return label
+
+
+def default_torch_device() -> str:
+  """The reference's device when --torch_device is not given: the GPU where JAX runs on one."""
+  return "cuda" if jax.default_backend() == "gpu" else "cpu"
 
 
 def _torch_key(dtype: str) -> str:
@@ -228,15 +255,21 @@ def main(argv=None):
                       "where XLA:CPU has it), onednn_bf16 (bfloat16 operands) and/or xla "
                       "(XLA's own)")
   p.add_argument("--torch_dtypes", default="float32",
-                 help="the reference's runs: float32 and/or bfloat16 (torch CPU autocast)")
+                 help="the reference's runs: float32 and/or bfloat16 (torch autocast)")
+  p.add_argument("--torch_device", default=None,
+                 help="the reference's device: cpu or cuda (default: cuda where JAX runs on a GPU)")
+  p.add_argument("--no_xla_cost", action="store_true",
+                 help="skip XLA's cost_analysis FLOPs (saves one compile per function)")
   args = p.parse_args(argv)
+  torch_device = args.torch_device or default_torch_device()
   if args.rounds < 1 or args.repeats < 1:
     p.error(f"--rounds {args.rounds} / --repeats {args.repeats}: both must be >= 1.")
   torch_dtypes = args.torch_dtypes.split(",")
   if not set(torch_dtypes) <= {"float32", "bfloat16"}:
     p.error(f"--torch_dtypes {args.torch_dtypes}: float32 and/or bfloat16.")
   peaks = measure_peaks(repeats=3)
-  bf16_peak = (f"{peaks['bfloat16']:.1f} GFLOP/s (oneDNN)" if peaks["bfloat16"]
+  bf16_peak = (f"{peaks['bfloat16']:.1f} GFLOP/s ({'oneDNN' if on_cpu() else 'XLA'})"
+               if peaks["bfloat16"]
                else "not fast here (read against float32's)")
   print(f"matmul peaks: float32 {peaks['float32']:.1f} GFLOP/s (XLA's jnp.dot "
         f"{peaks['xla_float32']:.1f}), bfloat16 operands {bf16_peak}; {jax.device_count()} "
@@ -251,7 +284,8 @@ def main(argv=None):
               for c in args.cpu_convs.split(",")]
   shape = f"{args.batch}x{args.frames}x{args.size}x{args.size}"
   for name in args.configs.split(","):
-    ours = {v: bench_jax(name, clips, peaks[operand_arithmetic(v[1], v[2])], *v)
+    ours = {v: bench_jax(name, clips, peaks[operand_arithmetic(v[1], v[2])], *v,
+                         xla_cost=not args.no_xla_cost)
             for v in variants}
     refs = dict.fromkeys(torch_dtypes)
     for _ in range(args.rounds):     # ours and the reference take turns; each keeps its best
@@ -260,7 +294,7 @@ def main(argv=None):
       if not args.no_torch:
         for td in torch_dtypes:
           refs[td] = _keep_faster(refs[td], bench_torch(name, clips, args.repeats, args.threads,
-                                                        args.torch_python, td))
+                                                        args.torch_python, td, torch_device))
         if any(isinstance(t, str) for t in refs.values()):
           break
     results[name] = {}
@@ -291,7 +325,9 @@ def main(argv=None):
       # torch's CPU convolutions are oneDNN's too; autocast runs them with bfloat16 operands.
       arith = "bfloat16" if td == "bfloat16" and peaks["bfloat16"] else "float32"
       peak = peaks[arith]
-      print(f"  {what} {t['torch'].split('+')[0]}, {t['threads']} threads "
+      where = (f"{t['threads']} threads" if t.get("device", "cpu") == "cpu"
+               else f"on {t['device']}, cuDNN autotuned")
+      print(f"  {what} {t['torch'].split('+')[0]}, {where} "
             f"({t['params'] / 1e6:.2f}M params, 1x1x1 upsampling convs): encode "
             f"{t['encode_fps']:.2f} frames/s ({t['encode_flops'] / 1e9:.1f} GFLOP, {enc_g:.1f} "
             f"GFLOP/s, {100 * enc_g / peak:.0f}% of {arith} peak); decode "

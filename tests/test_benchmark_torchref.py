@@ -91,3 +91,25 @@ def test_run_reference_reports_why_it_cannot_run(tmp_path):
                                python=sys.executable, timeout=300)
   assert isinstance(msg, str) and msg.startswith("failed (rc 1)")
   assert "magvit2_pytorch is not installed" in msg
+
+
+def test_timed_waits_for_the_device_after_every_call(monkeypatch):
+  """`_timed` calls `sync` after the warm-up and after each timed call, inside the timed span (a
+  GPU call returns before its work is done); best and median over the timed calls only."""
+  events, ticks = [], iter(range(100))
+  monkeypatch.setattr(torchref.time, "perf_counter", lambda: next(ticks))
+
+  def fn():
+    events.append("call")
+    return len(events)
+
+  def sync():
+    events.append("sync")
+    next(ticks)   # the queued work: 1 extra tick inside each timed span (not in the warm-up's)
+
+  best, out, times = torchref._timed(fn, 3, "best", sync)
+  assert events == ["call", "sync"] * 4
+  assert times == [2, 2, 2] and best == 2 and out == 7      # out: the last call's result
+  events.clear()
+  median, _, times = torchref._timed(fn, 2, "median")        # the default sync does nothing
+  assert events == ["call"] * 3 and times == [1, 1] and median == 1

@@ -102,6 +102,31 @@ def test_mfu_main_end_to_end(monkeypatch, capsys):
   assert "is not a toy_lm preset" in capsys.readouterr().err
 
 
+def test_mfu_main_peak_dtype_sets_the_peaks_operands(monkeypatch, capsys):
+  """--peak_dtype bfloat16 (a GPU's or TPU's bfloat16 step): the peak is timed with bfloat16
+  operands and labelled so; float32 stays the default."""
+  seen = []
+
+  class Stop(Exception):
+    pass
+
+  def peak(sizes, repeats, dtype, per_size):
+    seen.append(dtype)
+    per_size[sizes[0]] = (0.5, 4.0)
+    return 4.0
+
+  def no_step(*args, **kwargs):
+    raise Stop
+
+  monkeypatch.setattr(mfu, "measure_matmul_peak", peak)
+  monkeypatch.setattr(mfu, "measure_train_step", no_step)
+  for argv, dtype in [([], "float32"), (["--peak_dtype", "bfloat16"], "bfloat16")]:
+    with pytest.raises(Stop):
+      mfu.main(["--preset", "tiny", "--sizes", "32", *argv])
+    assert seen[-1] == dtype
+    assert f"matmul peak (jitted {dtype} jnp.dot, best of 5)" in capsys.readouterr().out
+
+
 # -- prefix_lm_decode.py ---------------------------------------------------------------------------
 pld = load_benchmark("prefix_lm_decode")
 

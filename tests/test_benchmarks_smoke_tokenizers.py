@@ -83,9 +83,9 @@ def test_video_bench_torch_spec_and_unavailable_reference(monkeypatch, tiny_clip
   assert seen["kind"] == "magvit" and seen["array"] is tiny_clips
   assert seen["spec"] == {"filters": 8, "channel_multipliers": [1, 1, 2, 2], "num_res_blocks": 1,
                           "temporal_downsample": [False, True, True], "embedding_dim": 18,
-                          "repeats": 3, "threads": 2, "autocast": None}
-  vt.bench_torch("tiny", tiny_clips, 3, 2, "/some/python", "bfloat16")
-  assert seen["spec"]["autocast"] == "bfloat16"
+                          "repeats": 3, "threads": 2, "autocast": None, "device": "cpu"}
+  vt.bench_torch("tiny", tiny_clips, 3, 2, "/some/python", "bfloat16", "cuda")
+  assert (seen["spec"]["autocast"], seen["spec"]["device"]) == ("bfloat16", "cuda")
   monkeypatch.undo()
   missing = str(tmp_path / "python")
   assert vt.bench_torch("tiny", tiny_clips, 1, 1, missing) == \
@@ -124,6 +124,30 @@ def test_measure_peaks_takes_the_faster_float32_and_onednns_bfloat16(monkeypatch
   monkeypatch.setattr(vt.onednn_conv, "available", lambda operands="float32": False)
   assert vt.measure_peaks(repeats=1) == {"float32": 12.0, "bfloat16": None, "xla_float32": 12.0}
   assert [c[:2] for c in calls] == [("xla", "float32")]
+
+
+def test_on_an_accelerator_the_peaks_labels_and_reference_device_are_its_own(monkeypatch):
+  """With JAX on a GPU: XLA's float32 and bfloat16 dot peaks over ACCELERATOR_PEAK_SIZES (no
+  oneDNN), each variant read against its activation dtype's, XLA:GPU's convolutions named, and the
+  reference on cuda."""
+  assert vt.on_cpu() and vt.default_torch_device() == "cpu"     # this suite: simulated CPUs
+  calls = []
+
+  def peak(sizes, repeats, dtype="float32", backend="xla"):
+    calls.append((sizes, repeats, dtype, backend))
+    return {"float32": 300.0, "bfloat16": 700.0}[dtype]
+
+  monkeypatch.setattr(vt, "measure_matmul_peak", peak)
+  monkeypatch.setattr(vt.jax, "default_backend", lambda: "gpu")
+  assert not vt.on_cpu() and vt.default_torch_device() == "cuda"
+  assert vt.measure_peaks(repeats=4) == {"float32": 300.0, "bfloat16": 700.0,
+                                         "xla_float32": 300.0}
+  assert calls == [(vt.ACCELERATOR_PEAK_SIZES, 4, "float32", "xla"),
+                   (vt.ACCELERATOR_PEAK_SIZES, 4, "bfloat16", "xla")]
+  assert [vt.operand_arithmetic(d, c) for d, c in [
+      ("float32", "onednn_bf16"), ("bfloat16", "xla"), ("float32", "onednn")]] == \
+      ["float32", "bfloat16", "float32"]
+  assert vt._conv_label("onednn") == vt._conv_label("xla") == "XLA:GPU's convolutions"
 
 
 @pytest.mark.parametrize("fast_bf16", [True, False])
@@ -242,7 +266,8 @@ def test_video_tokenizer_main_times_both_reference_dtypes_each_round(monkeypatch
   refs = {"float32": _reference_round(0.5, 0.25), "bfloat16": _reference_round(0.25, 0.125)}
   for ref in refs.values():
     ref.update(encode_flops=4e9, decode_flops=2e9)
-  monkeypatch.setattr(vt, "bench_torch", lambda *a: calls.append(a[-1]) or refs[a[-1]])
+  # bench_torch(name, clips, repeats, threads, python, dtype, device)
+  monkeypatch.setattr(vt, "bench_torch", lambda *a: calls.append(a[5:]) or refs[a[5]])
   r = vt.main(["--configs", "tiny", "--frames", "5", "--size", "8", "--repeats", "1",
                "--upsample_kernels", "3", "--torch_dtypes", "float32,bfloat16"])
   out = capsys.readouterr().out
@@ -260,7 +285,7 @@ def test_video_tokenizer_main_times_both_reference_dtypes_each_round(monkeypatch
                           r"frames/s \([\d.]+ GFLOP, 16.0 GFLOP/s, (\d+)% of (\w+) peak\)", out)
   assert fractions == [(f"{800 / fp32:.0f}", "float32") * 2,
                        (f"{1600 / bf16:.0f}", bf16_name) * 2]
-  assert clock.done and calls == ["float32", "bfloat16"]
+  assert clock.done and calls == [("float32", "cpu"), ("bfloat16", "cpu")]
   assert r["tiny"]["torch"]["encode_fps"] == 10.0
   assert r["tiny"]["torch_bfloat16"]["encode_fps"] == 20.0
   label = vt._conv_label("onednn")
