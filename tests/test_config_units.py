@@ -62,7 +62,8 @@ def test_toy_lm_preset_through_gin():
 def test_demo_presets_values():
   cpu = configurables.demo_preset()
   assert cpu == DemoConfig()
-  assert (cpu.image_steps, cpu.video_steps, cpu.audio_steps, cpu.lm_steps) == (400, 150, 200, 400)
+  assert (cpu.image_steps, cpu.video_steps, cpu.audio_steps, cpu.lm_steps) == (3000, 150, 200, 400)
+  assert cpu.video_tokenizer.recon_weight == 10.0 and cpu.video_tokenizer.filters == 8
   assert (cpu.image_lr, cpu.video_lr, cpu.audio_lr, cpu.lm_lr) == (2e-3, 5e-4, 2e-3, 2e-3)
   assert cpu.videos.num_examples == 256 and cpu.videos.num_frames == 17
   assert cpu.video_tokenizer.embedding_dim == 10 and cpu.lm.vocab.visual_codes == 1024

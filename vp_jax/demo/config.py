@@ -35,9 +35,13 @@ class DemoConfig:
 
   # `tiny` keeps the entropy weight 0.1 (the `small` recipe uses 0.02): on this stage, image
   # 0.02 / video 0.02 gave 16.5 dB held-out with 39 codes used, 0.1 / 0 17.3 dB, 0.1 / 0.1 17.4 dB.
+  # Reconstruction weight 10 and 3,000 image steps (stop 43; docs/demo.md "Tokenizer budget"): with
+  # the `tiny` defaults (weight 1, 400 image steps) the entropy and commitment terms outweighed the
+  # reconstruction and the clips came back as grey blobs (17.1 dB, detector: colour 6 % of
+  # reconstructions); image steps run at ~30/s, so the image stage is where more steps are cheap.
   video_tokenizer: magvit_config.MagvitConfig = magvit_config.preset(
-      "tiny", embedding_dim=10, gan_weight=0.0, disc_start_step=10 ** 9)
-  image_steps: int = 400            # image pretraining (2D model), then inflation
+      "tiny", embedding_dim=10, gan_weight=0.0, disc_start_step=10 ** 9, recon_weight=10.0)
+  image_steps: int = 3000           # image pretraining (2D model), then inflation
   image_batch: int = 16
   image_lr: float = 2e-3
   video_steps: int = 150            # video training of the inflated model
