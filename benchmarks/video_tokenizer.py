@@ -256,7 +256,7 @@ def main(argv=None):
                       "(XLA's own)")
   p.add_argument("--torch_dtypes", default="float32",
                  help="the reference's runs: float32 and/or bfloat16 (torch autocast)")
-  p.add_argument("--torch_device", default=None,
+  p.add_argument("--torch_device", default=None, choices=("cpu", "cuda"),
                  help="the reference's device: cpu or cuda (default: cuda where JAX runs on a GPU)")
   p.add_argument("--no_xla_cost", action="store_true",
                  help="skip XLA's cost_analysis FLOPs (saves one compile per function)")
@@ -309,9 +309,10 @@ def main(argv=None):
             f"{100 * r['encode_peak_frac']:.0f}% of {arith} peak); decode "
             f"{r['decode_fps']:.2f} frames/s ({r['decode_flops'] / 1e9:.1f} GFLOP, "
             f"{r['decode_gflops']:.1f} GFLOP/s, {100 * r['decode_peak_frac']:.0f}% of {arith} "
-            f"peak); XLA cost_analysis: "
-            f"{r['encode_xla_flops'] / 1e9:.1f} / {r['decode_xla_flops'] / 1e9:.1f} "
-            f"GFLOP", flush=True)
+            f"peak); XLA cost_analysis: " + (
+                "not computed (--no_xla_cost)" if args.no_xla_cost else
+                f"{r['encode_xla_flops'] / 1e9:.1f} / {r['decode_xla_flops'] / 1e9:.1f} GFLOP"),
+            flush=True)
     if args.no_torch:
       continue
     for td, t in refs.items():

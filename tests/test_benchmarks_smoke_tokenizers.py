@@ -269,8 +269,12 @@ def test_video_tokenizer_main_times_both_reference_dtypes_each_round(monkeypatch
   # bench_torch(name, clips, repeats, threads, python, dtype, device)
   monkeypatch.setattr(vt, "bench_torch", lambda *a: calls.append(a[5:]) or refs[a[5]])
   r = vt.main(["--configs", "tiny", "--frames", "5", "--size", "8", "--repeats", "1",
-               "--upsample_kernels", "3", "--torch_dtypes", "float32,bfloat16"])
+               "--upsample_kernels", "3", "--torch_dtypes", "float32,bfloat16", "--no_xla_cost"])
   out = capsys.readouterr().out
+  # --no_xla_cost: XLA's own count is neither compiled for nor printed as a figure.
+  assert math.isnan(r["tiny"]["jax_up3"]["encode_xla_flops"])
+  assert math.isnan(r["tiny"]["jax_up3"]["decode_xla_flops"])
+  assert "XLA cost_analysis: not computed (--no_xla_cost)" in out
   # Each reference run is read against the peak of its own arithmetic: float32 against the float32
   # peak (_FAKE_PEAKS: oneDNN's 10, or XLA's 8 without oneDNN), autocast against oneDNN's bfloat16
   # peak (20) where the CPU runs bfloat16 fast, else against the float32 one.
