@@ -10,7 +10,7 @@
 #      bfloat16 (benchmarks/video_tokenizer.py; the issue's figures are the CPU ones);
 #   2. the same for the `small` preset at 17x64x64 (batch 8);
 #   3. the prefix LM's real train step at the `1b` preset, bfloat16, read against XLA's bfloat16
-#      matmul peak (benchmarks/mfu.py).
+#      matmul peak (benchmarks/mfu.py), then three variants of it (mfu_variants).
 # The packages the image lacks (clu, ml_collections and magvit2-pytorch's dependencies) travel as
 # wheels in .whl/ (not tracked; `pip download` them as the device README says) and are installed
 # into /tmp/site. The image's jax/flax versions are not the pinned ones: the log prints them.
@@ -45,7 +45,7 @@ step() {  # step NAME SECONDS COMMAND...: runs it under `timeout`, log in $OUT/N
 }
 
 # STEPS: which of the steps below to run (default all), e.g. STEPS="tokenizer_small".
-STEPS=" ${STEPS:-tokenizer tokenizer_small mfu} "
+STEPS=" ${STEPS:-tokenizer tokenizer_small mfu mfu_variants} "
 [[ $STEPS == *" tokenizer "* ]] && step tokenizer "${TOKENIZER_LIMIT:-300}" \
     $PY benchmarks/video_tokenizer.py --configs paper --frames 17 --size 128 --batch 2 \
     --upsample_kernels 3,1 --dtypes float32,bfloat16 --torch_dtypes float32,bfloat16 \
@@ -57,4 +57,16 @@ STEPS=" ${STEPS:-tokenizer tokenizer_small mfu} "
 [[ $STEPS == *" mfu "* ]] && step mfu "${MFU_LIMIT:-180}" $PY benchmarks/mfu.py --model prefix_lm \
     --preset 1b --dtype bfloat16 --peak_dtype bfloat16 --batch_size 8 --seq_len 2048 \
     --steps 10 --sizes 4096 8192 16384 --repeats 10
+# Where the 1b step's time goes: no rematerialization, a batch twice as large, and the 8b preset's
+# layer shapes (width 4096, MLP 14336, 8 KV heads) at 4 layers so that it fits one GPU with AdamW.
+MFU_ARGS="--model prefix_lm --dtype bfloat16 --peak_dtype bfloat16 --seq_len 2048 --steps 10
+          --sizes 8192 16384 --repeats 10"
+[[ $STEPS == *" mfu_variants "* ]] && {
+  step mfu_1b_no_remat "${MFU_LIMIT:-180}" $PY benchmarks/mfu.py $MFU_ARGS --preset 1b \
+      --batch_size 8 --override "remat_policy='none'"
+  step mfu_1b_batch16 "${MFU_LIMIT:-180}" $PY benchmarks/mfu.py $MFU_ARGS --preset 1b \
+      --batch_size 16
+  step mfu_8b_4layers "${MFU_LIMIT:-180}" $PY benchmarks/mfu.py $MFU_ARGS --preset 8b \
+      --batch_size 4 --override num_layers=4
+}
 true

@@ -28,6 +28,7 @@ recomputation is not counted as model FLOPs (it is the cost of never holding [B,
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import math
 import statistics
@@ -162,6 +163,21 @@ def resolve_config(preset, dtype: str, model: str = "toy_lm"):
   return dataclasses.replace(cfg, dtype=dtype)
 
 
+def parse_overrides(items: Sequence[str]) -> dict:
+  """["num_layers=4", "remat_policy='none'"] -> {"num_layers": 4, "remat_policy": "none"}: each
+  value a Python literal (`ast.literal_eval`); raises ValueError naming a malformed item."""
+  out = {}
+  for item in items:
+    field, sep, value = item.partition("=")
+    if not sep or not field.strip():
+      raise ValueError(f"--override {item!r}: expected FIELD=VALUE")
+    try:
+      out[field.strip()] = ast.literal_eval(value.strip())
+    except (ValueError, SyntaxError) as e:
+      raise ValueError(f"--override {item!r}: the value is not a Python literal ({e})") from None
+  return out
+
+
 def build_trainer(cfg, dtype: str, steps: int, mesh=None) -> Trainer:
   """The project's Trainer over a data-parallel mesh of all local devices (or `mesh`)."""
   config = TrainerConfig(
@@ -236,6 +252,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
   p.add_argument("--sizes", type=int, nargs="+", default=list(DEFAULT_SIZES),
                  help="matmul sizes n for the peak")
   p.add_argument("--repeats", type=int, default=5, help="matmul repetitions per size (best kept)")
+  p.add_argument("--override", action="append", default=[], metavar="FIELD=VALUE",
+                 help="replace a field of the preset's config (a Python literal), e.g. "
+                      "--override num_layers=4 --override remat_policy=\"'none'\"; repeatable")
   p.add_argument("--peak_dtype", default="float32", choices=("float32", "bfloat16"),
                  help="operands of the peak's matmul: float32 (XLA:CPU's fast path; the default) "
                       "or bfloat16 (the rate a bfloat16 step is bound by on a GPU or TPU)")
@@ -254,11 +273,24 @@ def main(argv: Sequence[str] | None = None) -> dict:
   if args.preset not in MODELS[args.model][0]:
     p.error(f"--preset {args.preset!r} is not a {args.model} preset: "
             f"{sorted(MODELS[args.model][0])}")
-  r = measure_train_step(args.preset, args.batch_size, args.seq_len, args.steps, args.dtype,
+  try:
+    overrides = parse_overrides(args.override)
+  except ValueError as e:
+    p.error(str(e))
+  preset = args.preset
+  if overrides:
+    cfg = resolve_config(args.preset, args.dtype, args.model)
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cfg)})
+    if unknown:
+      p.error(f"--override: {type(cfg).__name__} has no field(s) {unknown}")
+    preset = dataclasses.replace(cfg, **overrides)
+  r = measure_train_step(preset, args.batch_size, args.seq_len, args.steps, args.dtype,
                          model=args.model)
   cfg = r["config"]
   mfu = r["model_flops_per_s"] / (peak * 1e9)
-  print(f"\ntrain step: {type(cfg).__name__} preset {args.preset!r} (layers={cfg.num_layers}, "
+  changed = "".join(f", {k}={v!r}" for k, v in overrides.items())
+  print(f"\ntrain step: {type(cfg).__name__} preset {args.preset!r}{changed} "
+        f"(layers={cfg.num_layers}, "
         f"width={cfg.embed_dim}, mlp={cfg.mlp_dim}, vocab={cfg.vocab_size}), dtype {r['dtype']}, "
         f"batch {r['batch_size']} x len {r['seq_len']}, {r['devices']} device(s), "
         f"{r['steps']} timed steps")

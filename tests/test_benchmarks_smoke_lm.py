@@ -9,6 +9,7 @@ the one worked out by hand from those intervals. FLOPs follow the ToyLM formula;
 checked against the bytes of the float32 logits; time_matmul runs on the real clock
 (tests/test_benchmark_mfu.py covers mfu's FLOP accounting).
 """
+import dataclasses
 import math
 import re
 
@@ -125,6 +126,46 @@ def test_mfu_main_peak_dtype_sets_the_peaks_operands(monkeypatch, capsys):
       mfu.main(["--preset", "tiny", "--sizes", "32", *argv])
     assert seen[-1] == dtype
     assert f"matmul peak (jitted {dtype} jnp.dot, best of 5)" in capsys.readouterr().out
+
+
+def test_parse_overrides_reads_python_literals():
+  assert mfu.parse_overrides(["num_layers=4", " remat_policy = 'none' ", "dtype=\"bfloat16\""]) \
+      == {"num_layers": 4, "remat_policy": "none", "dtype": "bfloat16"}
+  assert mfu.parse_overrides([]) == {}
+  with pytest.raises(ValueError, match=r"--override 'num_layers': expected FIELD=VALUE"):
+    mfu.parse_overrides(["num_layers"])
+  with pytest.raises(ValueError, match=r"--override 'remat_policy=none': the value is not a "
+                                       r"Python literal"):
+    mfu.parse_overrides(["remat_policy=none"])
+
+
+def test_mfu_main_override_replaces_preset_fields(monkeypatch, capsys):
+  """--override hands measure_train_step the preset's config with those fields replaced; a field
+  the config does not have is a usage error naming it."""
+  from vp_jax.models.prefix_lm.config import PRESETS as LM
+  seen = {}
+
+  class Stop(Exception):
+    pass
+
+  def no_step(preset, *args, **kwargs):
+    seen["preset"] = preset
+    raise Stop
+
+  monkeypatch.setattr(mfu, "measure_matmul_peak", lambda sizes, repeats, dtype, per_size: 1.0)
+  monkeypatch.setattr(mfu, "measure_train_step", no_step)
+  with pytest.raises(Stop):
+    mfu.main(["--model", "prefix_lm", "--preset", "tiny", "--dtype", "bfloat16",
+              "--override", "num_layers=3", "--override", "remat_policy='full'"])
+  assert seen["preset"] == dataclasses.replace(LM["tiny"], num_layers=3, remat_policy="full",
+                                               dtype="bfloat16")
+  with pytest.raises(Stop):                     # no override: the preset's name, as before
+    mfu.main(["--model", "prefix_lm", "--preset", "tiny"])
+  assert seen["preset"] == "tiny"
+  capsys.readouterr()
+  with pytest.raises(SystemExit):
+    mfu.main(["--model", "prefix_lm", "--preset", "tiny", "--override", "layers=3"])
+  assert "--override: PrefixLMConfig has no field(s) ['layers']" in capsys.readouterr().err
 
 
 # -- prefix_lm_decode.py ---------------------------------------------------------------------------
