@@ -11,9 +11,15 @@
 #   2. the same for the `small` preset at 17x64x64 (batch 8);
 #   3. the prefix LM's real train step at the `1b` preset, bfloat16, read against XLA's bfloat16
 #      matmul peak (benchmarks/mfu.py), then three variants of it (mfu_variants).
-# The packages the image lacks (clu, ml_collections and magvit2-pytorch's dependencies) travel as
-# wheels in .whl/ (not tracked; `pip download` them as the device README says) and are installed
-# into /tmp/site. The image's jax/flax versions are not the pinned ones: the log prints them.
+# The packages such an image lacks are installed from wheels in .whl/ (not tracked) into /tmp/site,
+# when that folder holds any; the set used on 2026-12-04 (Python 3.12, `pip download --no-deps`):
+#   clu==0.0.12 ml_collections==1.1.0 gin-config==0.5.0 magvit2-pytorch==0.5.1
+#   vector-quantize-pytorch==1.32.0 einx==0.4.3 beartype==0.23.1 frozendict==2.5.1
+#   gateloop-transformer==0.2.5 hyper-connections==0.4.11 kornia==0.9.0 kornia_rs==0.2.0
+#   local-attention==1.11.2 loguru==0.7.3 rotary-embedding-torch==0.9.1
+#   taylor-series-linear-attention==0.2.0 torch-einops-utils==0.2.0
+# (einops, jaxtyping and torchvision were already there). Elsewhere, pip install the same names.
+# The image's jax/flax versions are not our pins: the log prints them.
 set -uo pipefail
 OUT=${OUT:-/tmp/gpu_check}
 mkdir -p "$OUT"
