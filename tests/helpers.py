@@ -13,6 +13,7 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from flax import nnx
 
 from vp_jax.data.iterators import CheckpointableIterator, synthetic_lm_batches
@@ -129,6 +130,15 @@ def load_benchmark(name: str):
   mod = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(mod)
   return mod
+
+
+def reference_python() -> str:
+  """The PyTorch reference venv's interpreter ($TORCHREF_PYTHON, else benchmarks/torchref.py's
+  default); skips the calling test where there is none."""
+  python = os.environ.get("TORCHREF_PYTHON", load_benchmark("torchref").DEFAULT_PYTHON)
+  if not os.path.exists(python):
+    pytest.skip(f"no reference venv at {python} (make .venv-torchref/.installed)")
+  return python
 
 
 def run_launcher(script: str, argv) -> None:

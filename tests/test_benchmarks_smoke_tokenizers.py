@@ -1,5 +1,5 @@
-"""Smoke tests of benchmarks/video_tokenizer.py, audio_tokenizer.py, torchref.py and
-cpu_allocator.py: each timing function on its smallest configuration, and each script's `main` end
+"""Smoke tests of benchmarks/video_tokenizer.py, torchref.py (its MAGVIT side) and
+cpu_allocator.py (the audio benchmark's are in test_benchmarks_smoke_audio.py): each timing function on its smallest configuration, and each script's `main` end
 to end with its tiniest options, so the scripts do not rot silently when the tokenizers they time
 change.
 
@@ -9,16 +9,12 @@ says so), so every rate, best-of, median, FLOP/s and MFU figure, returned and pr
 the one worked out by hand from those intervals. MAGVIT `tiny` FLOP and parameter counts are checked
 layer by layer by hand.
 
-The PyTorch references (`bench_torch`, torchref.bench_magvit / bench_soundstream) need
-magvit2-pytorch / audiolm-pytorch, which live only in `.venv-torchref`: those tests skip without
-them; the spec the JAX side hands over and its "unavailable" path are checked here. Slow (left out
-of the default run): SoundStream `small`, the smallest audio preset, takes ~30-40 s to build and
-compile on 2 busy cores (audio bench_jax and main), and a second MAGVIT variant (1x1x1 upsampling,
-bfloat16).
+The PyTorch reference (`bench_torch`, torchref.bench_magvit) needs magvit2-pytorch, which lives
+only in `.venv-torchref`: that test skips without it; the spec the JAX side hands over and its
+"unavailable" path are checked here. Slow (left out of the default run): a second MAGVIT variant
+(1x1x1 upsampling, bfloat16) and XLA's convolutions.
 """
-import json
 import math
-import os
 import re
 
 import jax
@@ -26,7 +22,7 @@ import numpy as np
 import pytest
 
 from fake_clocks import ScriptedClock, printed_floats
-from tests.helpers import load_benchmark
+from tests.helpers import load_benchmark, reference_python
 
 
 # -- video_tokenizer.py ----------------------------------------------------------------------------
@@ -349,77 +345,6 @@ def test_video_bench_jax_rejects_unknown_cpu_convs(tiny_clips):
     vt.bench_jax("tiny", tiny_clips, peak=8.0, cpu_convs="mkl")
 
 
-# -- audio_tokenizer.py ----------------------------------------------------------------------------
-at = load_benchmark("audio_tokenizer")
-
-
-def test_audio_clips_are_the_documented_input():
-  wave = at.clips(2)
-  assert wave.shape == (2, 34_000) and wave.dtype == np.float32 and at.SECONDS == 2.125
-  assert np.abs(wave).max() <= 1 and 0.25 < wave.std() < 0.35       # 0.3 x N(0, 1), clipped
-  assert (at.clips(2) == wave).all() and not (wave[0] == wave[1]).all()
-
-
-def test_audio_bench_torch_spec_and_unavailable_reference(monkeypatch, tmp_path):
-  from vp_jax.models.soundstream.config import preset
-  seen = []
-
-  def fake_reference(*args):
-    seen.append(args)
-    return "stub"
-
-  monkeypatch.setattr(at, "run_reference", fake_reference)
-  wave = np.zeros((1, 16), np.float32)
-  assert at.bench_torch(preset("small"), wave, 5, 2, "/some/python") == "stub"
-  (kind, spec, array, python), = seen
-  assert (kind, python) == ("soundstream", "/some/python") and array is wave
-  assert spec == {"channels": 8, "strides": [2, 4, 5, 8], "channel_mults": [2, 4, 8, 16],
-                  "dilations": [1, 3, 9], "embed_dim": 64, "codebook_size": 1024,
-                  "num_levels": 4, "sample_rate": 16_000, "repeats": 5, "threads": 2}
-  json.dumps(spec)                                   # what run_reference hands over
-  monkeypatch.undo()
-  missing = str(tmp_path / "python")
-  assert at.bench_torch(preset("small"), wave, 1, 1, missing) == \
-      f"no interpreter at {missing} (make .venv-torchref/.installed)"
-
-
-@pytest.mark.slow  # ~30-40 s: builds SoundStream `small` (with its discriminators) and compiles it
-def test_audio_bench_jax_figures(monkeypatch):
-  from flax import nnx
-  from vp_jax.models.soundstream.config import preset
-  from vp_jax.models.soundstream.model import SoundStream
-  clock = ScriptedClock([0.5, 0.125, 0.25, 1.0, 0.75, 0.5])  # encode x 3, decode x 3: medians
-  monkeypatch.setattr(at, "time", clock)
-  r = at.bench_jax("small", at.clips(1), repeats=3)
-  assert clock.done
-  assert r["encode_s"] == 0.25 and r["decode_s"] == 0.75 and r["config"] == preset("small")
-  # Codec parameters: the encoder's and decoder's, not the discriminators'.
-  with nnx.use_eager_sharding(False):
-    model = nnx.eval_shape(lambda: SoundStream(preset("small"), rngs=nnx.Rngs(0)))
-  count = lambda m: sum(math.prod(x.shape) for x in jax.tree.leaves(nnx.state(m, nnx.Param)))
-  assert r["params"] == count(model.encoder) + count(model.decoder) < count(model)
-
-
-@pytest.mark.slow  # ~30-40 s, as above
-def test_audio_tokenizer_main_end_to_end(capsys, tmp_path):
-  missing = str(tmp_path / "python")
-  r = at.main(["--batch", "1", "--repeats", "1", "--presets", "small", "--threads", "1",
-               "--torch_python", missing])
-  out = capsys.readouterr().out
-  jax_r = r["small"]["jax"]
-  assert set(r["small"]) == {"jax"}
-  assert 0 < jax_r["encode_s"] < 60 and 0 < jax_r["decode_s"] < 60
-  (line,) = [l for l in out.splitlines() if "vp_jax small" in l]
-  enc_rt, enc_ms, dec_rt, dec_ms = printed_floats(
-      r"([\d.]+)x(?: real time)? \(\s*([\d.]+) ms\)", line)
-  assert enc_rt == pytest.approx(at.SECONDS / jax_r["encode_s"], abs=0.051)
-  assert enc_ms == pytest.approx(jax_r["encode_s"] * 1e3, abs=0.051)
-  assert dec_rt == pytest.approx(at.SECONDS / jax_r["decode_s"], abs=0.051)
-  assert dec_ms == pytest.approx(jax_r["decode_s"] * 1e3, abs=0.051)
-  assert printed_floats(r"\(([\d.]+)M codec params\)", line) == [round(jax_r["params"] / 1e6, 2)]
-  assert f"audiolm-pytorch small: unavailable (no interpreter at {missing}" in out
-
-
 # -- torchref.py (the reference side, in the reference venv) ---------------------------------------
 torchref = load_benchmark("torchref")
 
@@ -429,16 +354,9 @@ def test_torchref_main_usage():
     torchref.main(["nope", "{}", "x.npy"])
 
 
-def _reference_python():
-  python = os.environ.get("TORCHREF_PYTHON", torchref.DEFAULT_PYTHON)
-  if not os.path.exists(python):
-    pytest.skip(f"no reference venv at {python} (make .venv-torchref/.installed)")
-  return python
-
-
 def test_video_bench_torch_in_the_reference_venv():
   """bench_torch runs torchref.bench_magvit in the reference venv (subprocess, JSON back)."""
-  python = _reference_python()
+  python = reference_python()
   from vp_jax.models.magvit import synthetic
   clips = synthetic.moving_shapes_batch(0, 0, 1, 5, 16, 16)
   r = vt.bench_torch("tiny", clips, 2, 1, python)
@@ -463,20 +381,6 @@ def test_video_bench_torch_in_the_reference_venv():
   assert isinstance(auto, dict), auto
   assert auto["autocast"] == "bfloat16" and auto["recon_dtype"] == "torch.bfloat16"
   assert auto["codes_shape"] == r["codes_shape"] and auto["encode_flops"] == r["encode_flops"]
-
-
-def test_audio_bench_torch_in_the_reference_venv():
-  """bench_torch runs torchref.bench_soundstream in the reference venv on our preset's layout."""
-  python = _reference_python()
-  from vp_jax.models.soundstream.config import preset
-  r = at.bench_torch(preset("small"), at.clips(1), 3, 1, python)
-  assert isinstance(r, dict), r
-  assert len(r["encode_all_s"]) == len(r["decode_all_s"]) == 3
-  assert r["encode_s"] == sorted(r["encode_all_s"])[1]           # the median of 3
-  assert r["decode_s"] == sorted(r["decode_all_s"])[1]
-  assert 106 in r["codes_shape"] and 4 in r["codes_shape"]   # 34,000 // 320 frames x 4 levels
-  assert r["wave_shape"][-1] == 106 * 320
-  assert r["threads"] == 1 and r["params"] > 0 and r["encode_flops"] > 0
 
 
 # -- cpu_allocator.py ------------------------------------------------------------------------------
