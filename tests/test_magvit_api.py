@@ -140,6 +140,25 @@ def test_cpu_convs_onednn_bf16_rounds_only_the_conv_operands(tok, clips):
     assert flipped == 0 and diff < 1e-5
 
 
+def test_cpu_convs_onednn_bf16_rounds_the_kernels_once_to_the_same_result(clips):
+  """The onednn_bf16 tokenizer holds its conv kernels in bfloat16 where bfloat16 operands run
+  (`cpu_compile.conv_operand_params`): its jitted encode and decode give exactly the ids and
+  frames they give from the float32 weights, which they round on every call."""
+  from vp_jax.nn import onednn_conv
+  module = create_tokenizer(TINY, 0)
+  bf16 = VideoTokenizer.from_module(module, cpu_convs="onednn_bf16")
+  kernel = bf16._params["decoder"]["conv_out"]["kernel"]
+  assert kernel.dtype == (jnp.bfloat16 if onednn_conv.available("bfloat16") else jnp.float32)
+  assert bf16._params["decoder"]["conv_out"]["bias"].dtype == jnp.float32
+  f32_params = nnx.to_pure_dict(nnx.state(module))
+  x = bf16._shard_batch(jnp.asarray(clips[:1]))
+  with jax.set_mesh(bf16.mesh):
+    ids, ids_f32 = bf16._encode(bf16._params, x), bf16._encode(f32_params, x)
+    frames, frames_f32 = bf16._decode(bf16._params, ids), bf16._decode(f32_params, ids)
+  np.testing.assert_array_equal(np.asarray(ids), np.asarray(ids_f32))
+  np.testing.assert_array_equal(np.asarray(frames), np.asarray(frames_f32))
+
+
 def test_mismatched_params():
   with pytest.raises(ValueError, match="VideoTokenizer: param"):
     VideoTokenizer(preset("tiny", filters=16),

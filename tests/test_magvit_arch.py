@@ -388,9 +388,10 @@ def test_conv3d_onednn_bfloat16_operands():
 
 
 def test_cpu_lowering_rule():
-  """Tap products first; otherwise, inside `onednn_conv.use()`, oneDNN for float32 where
-  available (bfloat16 operands inside `use(operands="bfloat16")` or for a bfloat16 model, where
-  the CPU runs them fast); XLA's 2D form otherwise (and always outside it: training)."""
+  """Inside `onednn_conv.use()`: bfloat16 operands by oneDNN for every conv where asked for
+  (`use(operands="bfloat16")` or a bfloat16 model) and the CPU runs them fast; else tap products
+  for narrow convs and oneDNN's float32 for the rest where available. XLA's 2D form otherwise
+  (and always outside it: training), tap products for narrow convs."""
   from vp_jax.models.magvit.conv import cpu_lowering
   from vp_jax.nn import onednn_conv
   assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.float32) == "as_2d"
@@ -405,8 +406,11 @@ def test_cpu_lowering_rule():
   with onednn_conv.use(operands="bfloat16"):
     bf16 = "onednn_bf16" if onednn_conv.available("bfloat16") else wide
     assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.float32) == bf16
-    assert cpu_lowering((3, 3, 3, 32, 3), (1, 1, 1), jnp.float32) == "tap_products"
+    # the narrow conv too, where bfloat16 operands run (float32 tap products otherwise)
+    assert cpu_lowering((3, 3, 3, 32, 3), (1, 1, 1), jnp.float32) == (
+        "onednn_bf16" if bf16 == "onednn_bf16" else "tap_products")
   assert cpu_lowering((3, 3, 3, 32, 32), (1, 1, 1), jnp.bfloat16) == "as_2d"
+  assert cpu_lowering((3, 3, 3, 32, 3), (1, 1, 1), jnp.bfloat16) == "tap_products"
 
 
 @pytest.mark.parametrize("name,spatial,temporal,codes", [("paper", 8, 4, 2 ** 18),

@@ -71,3 +71,30 @@ def test_conv_inference_jit_traces_with_the_asked_conv_operands():
   assert onednn_conv.operand_dtype() is None                        # nothing left set
   with pytest.raises(ValueError, match=r"convs='mkl'; use one of \('onednn', 'onednn_bf16', 'xla'\)"):
     conv_inference_jit(fn, mesh, "mkl")
+
+
+def test_conv_operand_params_rounds_conv_kernels_once_for_bfloat16_operands():
+  """With convs="onednn_bf16" on a CPU that runs bfloat16 convolutions, every 5-D "kernel" leaf
+  becomes bfloat16 (the same rounding the traced conv would do) and nothing else changes; with
+  any other `convs`, or where bfloat16 operands do not run, the params come back as they were."""
+  from vp_jax.nn import onednn_conv
+  from vp_jax.tokenizers.cpu_compile import conv_operand_params
+  mesh = jax.sharding.Mesh(np.asarray(jax.devices()[:1]), ("data",))
+  k = jnp.asarray(np.random.default_rng(2).normal(size=(3, 3, 3, 4, 8)), jnp.float32)
+  params = {"conv": {"kernel": k, "bias": jnp.ones(8)}, "proj": {"kernel": jnp.ones((4, 8))},
+            "scale": jnp.ones(8)}
+  for convs in ("onednn", "xla"):
+    assert conv_operand_params(params, mesh, convs) is params
+  got = conv_operand_params(params, mesh, "onednn_bf16")
+  if not onednn_conv.available("bfloat16"):
+    assert got is params
+    return
+  assert got["conv"]["kernel"].dtype == jnp.bfloat16
+  np.testing.assert_array_equal(np.asarray(got["conv"]["kernel"], np.float32),
+                                np.asarray(k.astype(jnp.bfloat16), np.float32))
+  assert np.abs(np.asarray(got["conv"]["kernel"], np.float32) - np.asarray(k)).max() > 0
+  for path in (("conv", "bias"), ("proj", "kernel"), ("scale",)):
+    a, b = got, params
+    for key in path:
+      a, b = a[key], b[key]
+    assert a.dtype == jnp.float32 and a is b

@@ -19,6 +19,7 @@ import functools
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from vp_jax.nn import onednn_conv
@@ -61,3 +62,22 @@ def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, convs: str = "oned
     with onednn_conv.use(onednn, operands):
       return fn(*args, **kwargs)
   return jax.jit(traced, compiler_options=CONV_INFERENCE_OPTIONS)
+
+
+def conv_operand_params(params, mesh: jax.sharding.Mesh, convs: str):
+  """`params` for a function compiled by `conv_inference_jit(..., mesh, convs)`: where that runs
+  its convolutions with bfloat16 operands (convs="onednn_bf16", every device of `mesh` a CPU, and
+  `onednn_conv.available("bfloat16")`), every conv kernel (a 5-D leaf named "kernel") rounded to
+  bfloat16 once here instead of on every call; the same result, since the traced function's own
+  rounding of a bfloat16 kernel is exact (XLA drops the bfloat16 -> float32 -> bfloat16 pair).
+  The small decode on an AMX CPU spent ~3 of its ~47 ms in those casts (docs/magvit.md "Speed").
+  Elsewhere `params` unchanged."""
+  if (convs != "onednn_bf16" or not all(d.platform == "cpu" for d in mesh.devices.flat)
+      or not onednn_conv.available("bfloat16")):
+    return params
+
+  def cast(path, leaf):
+    last = path[-1] if path else None
+    is_kernel = getattr(last, "key", None) == "kernel" and getattr(leaf, "ndim", 0) == 5
+    return leaf.astype(jnp.bfloat16) if is_kernel else leaf
+  return jax.tree_util.tree_map_with_path(cast, params)

@@ -27,7 +27,7 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from vp_jax.models.magvit.config import MagvitConfig
 from vp_jax.models.magvit.tokenizer import MagvitTokenizer, create_tokenizer
-from vp_jax.tokenizers.cpu_compile import CONVS, conv_inference_jit
+from vp_jax.tokenizers.cpu_compile import CONVS, conv_inference_jit, conv_operand_params
 
 # Bumped when the same weights would give different codes (pixel conversion, COMMIT fill, ...).
 API_VERSION = "magvit-v2/1"
@@ -86,7 +86,8 @@ class VideoTokenizer:
     self._state_template = state
     template = nnx.to_pure_dict(state)
     _check_tree(params, template)
-    self._params = jax.device_put(params, NamedSharding(self.mesh, PartitionSpec()))
+    self._params = jax.device_put(conv_operand_params(params, self.mesh, cpu_convs),
+                                  NamedSharding(self.mesh, PartitionSpec()))
     self._data_ways = math.prod(self.mesh.shape[a] for a in self._batch_axes())
     self.cpu_convs = cpu_convs
     self._encode = conv_inference_jit(self._encode_fn, self.mesh, cpu_convs, self._batch_axes())

@@ -29,7 +29,7 @@ this model's shapes (17x64x64, 64 -> 32 channels: 98 -> 35 ms). Training keeps X
 module for why); its backward pass would be `conv3d_as_2d`'s too. Inside
 `use(operands="bfloat16")` they round their operands to bfloat16 and sum in float32, as a TPU does
 at JAX's default precision: twice as fast again where the CPU has AVX512_BF16 or AMX (35 -> 19 ms);
-the tap products keep float32.
+the narrow conv to RGB then goes to oneDNN too (`cpu_lowering`).
 """
 from __future__ import annotations
 
@@ -169,8 +169,9 @@ TAP_PRODUCTS_MIN_CIN_PER_COUT = 4
 
 
 def uses_tap_products(kernel_shape: Sequence[int], strides: Sequence[int]) -> bool:
-  """Whether the CPU lowering of a conv with this [kt, kh, kw, Cin, Cout] kernel and these strides
-  is `conv3d_tap_products` (narrow output, stride 1, more than one tap)."""
+  """Whether a conv with this [kt, kh, kw, Cin, Cout] kernel and these strides is narrow enough for
+  `conv3d_tap_products` (narrow output, stride 1, more than one tap): its CPU lowering with
+  float32 operands (`cpu_lowering`)."""
   kt, kh, kw, cin, cout = kernel_shape
   return (tuple(strides) == (1, 1, 1) and kt * kh * kw > 1
           and cin >= TAP_PRODUCTS_MIN_CIN_PER_COUT * cout)
@@ -178,17 +179,22 @@ def uses_tap_products(kernel_shape: Sequence[int], strides: Sequence[int]) -> bo
 
 def cpu_lowering(kernel_shape: Sequence[int], strides: Sequence[int], dtype) -> str:
   """How a conv with this [kt, kh, kw, Cin, Cout] kernel, these strides and this compute dtype runs
-  on CPU: "tap_products" (`uses_tap_products`; always float32 operands), else, traced inside
-  `onednn_conv.use()` where this process's XLA:CPU runs oneDNN convolutions, "onednn" (float32
-  operands) or "onednn_bf16" (bfloat16 operands: a bfloat16 model, or a float32 one inside
-  `use(operands="bfloat16")`), else "as_2d" (XLA's convolution)."""
-  if uses_tap_products(kernel_shape, strides):
-    return "tap_products"
+  on CPU. Traced inside `onednn_conv.use()` where this process's XLA:CPU runs oneDNN convolutions:
+  "onednn_bf16" (bfloat16 operands: a bfloat16 model, or a float32 one inside
+  `use(operands="bfloat16")`), else "tap_products" where `uses_tap_products` (float32 operands),
+  else "onednn" (float32 operands). Outside it: "tap_products" where `uses_tap_products`, else
+  "as_2d" (XLA's convolution).
+
+  With bfloat16 operands the narrow conv goes to oneDNN too: on an AMX CPU (Sapphire Rapids) the
+  small decoder's conv to RGB (17x64x64, 32 -> 3) took 1.4 ms there against 4.1 ms as float32
+  tap products, and on an AVX512_BF16-only CPU the two measured alike (docs/magvit.md "Speed")."""
   operands = onednn_conv.operand_dtype()
   if jnp.dtype(dtype) == jnp.bfloat16 and operands is not None:
     operands = "bfloat16" if onednn_conv.available("bfloat16") else None
   elif jnp.dtype(dtype) != jnp.float32:
     operands = None
+  if operands != "bfloat16" and uses_tap_products(kernel_shape, strides):
+    return "tap_products"
   return {None: "as_2d", "float32": "onednn", "bfloat16": "onednn_bf16"}[operands]
 
 
