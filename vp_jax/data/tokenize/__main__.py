@@ -53,7 +53,7 @@ def main(argv=None) -> int:
   p.add_argument("--video_cpu_convs", choices=("onednn", "onednn_bf16", "xla"), default="onednn",
                  help="the video tokenizer's convolutions on CPU (VideoTokenizer cpu_convs); "
                       "onednn_bf16: bfloat16 operands, ~1.6x faster where the CPU has "
-                      "AVX512_BF16/AMX, a few code bits differ (docs/magvit.md)")
+                      "AVX512_BF16, ~3x with AMX; a few code bits differ (docs/magvit.md)")
   p.add_argument("--audio_tokenizer")
   p.add_argument("--text_encoder")
   p.add_argument("--text_cache")

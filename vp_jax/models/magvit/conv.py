@@ -185,7 +185,7 @@ def cpu_lowering(kernel_shape: Sequence[int], strides: Sequence[int], dtype) -> 
   else "onednn" (float32 operands). Outside it: "tap_products" where `uses_tap_products`, else
   "as_2d" (XLA's convolution).
 
-  With bfloat16 operands the narrow conv goes to oneDNN too: on an AMX CPU (Sapphire Rapids) the
+  With bfloat16 operands the narrow conv goes to oneDNN too: on a CPU with AMX-BF16 the
   small decoder's conv to RGB (17x64x64, 32 -> 3) took 1.4 ms there against 4.1 ms as float32
   tap products, and on an AVX512_BF16-only CPU the two measured alike (docs/magvit.md "Speed")."""
   operands = onednn_conv.operand_dtype()
