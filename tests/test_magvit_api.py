@@ -120,6 +120,7 @@ def test_cpu_convs_onednn_bf16_rounds_only_the_conv_operands(tok, clips):
   from vp_jax.nn import onednn_conv
   bf16 = VideoTokenizer.from_module(create_tokenizer(TINY, 0), cpu_convs="onednn_bf16")
   assert bf16.describe()["cpu_convs"] == "onednn_bf16" and "cpu_convs" not in tok.describe()
+  assert bf16.describe()["cpu_convs_revision"] == 2 and "cpu_convs_revision" not in tok.describe()
   x = jax.device_put(jnp.zeros((8, 5, 16, 16, 3), jnp.uint8),
                      NamedSharding(bf16.mesh, PartitionSpec(bf16._batch_axes())))
   with jax.set_mesh(bf16.mesh):

@@ -31,6 +31,10 @@ from vp_jax.tokenizers.cpu_compile import CONVS, conv_inference_jit, conv_operan
 
 # Bumped when the same weights would give different codes (pixel conversion, COMMIT fill, ...).
 API_VERSION = "magvit-v2/1"
+# Bumped when cpu_convs="onednn_bf16" alone would give different codes from the same weights:
+# 2 (stop 44): the narrow convs (the encoder's conv to the latent channels, the decoder's to RGB)
+# take bfloat16 operands too, where they were float32 tap products.
+BF16_CONVS_REVISION = 2
 # COMMIT: masked pixels of the condition video are set to this value (mid-grey, 0 in [-1, 1]).
 COMMIT_FILL = 0.5
 # How encode/decode run their convolutions on CPU (`VideoTokenizer(cpu_convs=...)`).
@@ -126,13 +130,15 @@ class VideoTokenizer:
   def describe(self) -> dict[str, Any]:
     """What produced these codes (recorded by the tokenization job): the class, the API version,
     the checkpoint workdir, step and weights ("ema" or "params"; None when built in memory), a
-    hash of the model config and, for "onednn_bf16", `cpu_convs` (its codes may differ)."""
+    hash of the model config and, for "onednn_bf16", `cpu_convs` and BF16_CONVS_REVISION (its
+    codes may differ from float32's, and between revisions)."""
     out = {"class": f"{type(self).__module__}.{type(self).__qualname__}", "version": API_VERSION,
            "checkpoint": self.checkpoint, "step": self.step, "weights": self.weights,
            "codebook_size": self.config.codebook_size,
            "config_sha256": hashlib.sha256(self.config.to_json().encode()).hexdigest()[:16]}
     if self.cpu_convs == "onednn_bf16":
       out["cpu_convs"] = self.cpu_convs
+      out["cpu_convs_revision"] = BF16_CONVS_REVISION
     return out
 
   # -- shapes -------------------------------------------------------------------------------------
