@@ -30,6 +30,11 @@ CONV_INFERENCE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 CONVS = ("onednn", "onednn_bf16", "xla")
 
 
+
+def _all_cpu(mesh: jax.sharding.Mesh) -> bool:
+  """Whether every device of `mesh` is a CPU (where MAGVIT's CPU convolution lowering applies)."""
+  return all(d.platform == "cpu" for d in mesh.devices.flat)
+
 def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, convs: str = "onednn",
                        batch_axes: tuple[str, ...] | None = None) -> Callable:
   """`jax.jit(fn)`, compiled with CONV_INFERENCE_OPTIONS when every device of `mesh` is a CPU
@@ -45,7 +50,7 @@ def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, convs: str = "oned
   4 clips), while per shard each device convolves its own clips."""
   if convs not in CONVS:
     raise ValueError(f"conv_inference_jit: convs={convs!r}; use one of {CONVS}")
-  if not all(d.platform == "cpu" for d in mesh.devices.flat):
+  if not _all_cpu(mesh):
     return jax.jit(fn)
   onednn = convs != "xla"
   operands = "bfloat16" if convs == "onednn_bf16" else "float32"
@@ -72,8 +77,7 @@ def conv_operand_params(params, mesh: jax.sharding.Mesh, convs: str):
   rounding of a bfloat16 kernel is exact (XLA drops the bfloat16 -> float32 -> bfloat16 pair).
   The small decode on an AMX CPU spent ~3 of its ~47 ms in those casts (docs/magvit.md "Speed").
   Elsewhere `params` unchanged."""
-  if (convs != "onednn_bf16" or not all(d.platform == "cpu" for d in mesh.devices.flat)
-      or not onednn_conv.available("bfloat16")):
+  if convs != "onednn_bf16" or not _all_cpu(mesh) or not onednn_conv.available("bfloat16"):
     return params
 
   def cast(path, leaf):
