@@ -214,9 +214,9 @@ def _keep_faster(best: dict | None, new: dict | str) -> dict | str:
 def ratio_at_peak(ours: dict, ref: dict, op: str) -> float:
   """The frames/s ratio ours would read against `ref` (the reference's figures) if `op` ("encode"
   or "decode") ran its FLOPs at 100 % of our peak, i.e. its measured ratio over its fraction of
-  that peak. The peak is a matmul rate: where convolutions outrun it (oneDNN's bfloat16 ones on
-  AMX, whose fractions read above 100 %) this is no upper bound, but where the fraction is below
-  it, it is how far fewer multiplies, not a faster lowering, would have to carry a ratio."""
+  that peak. Where ours runs below the peak, this bounds what any faster lowering of the same
+  multiplies could reach; past it only fewer multiplies help. The peak is a matmul rate, so where
+  convolutions outrun it (oneDNN's bfloat16 ones on AMX: fractions above 100 %) it bounds nothing."""
   return ours[f"{op}_fps"] / ours[f"{op}_peak_frac"] / ref[f"{op}_fps"]
 
 

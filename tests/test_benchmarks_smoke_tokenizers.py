@@ -218,7 +218,7 @@ def test_ratio_at_peak_is_the_ratio_over_our_fraction_of_the_peak():
           "decode_peak_frac": 1.25}
   ref = {"encode_fps": 160.0, "decode_fps": 50.0}
   assert vt.ratio_at_peak(ours, ref, "encode") == pytest.approx(2.5)     # 400 frames/s at the peak
-  assert vt.ratio_at_peak(ours, ref, "decode") == pytest.approx(1.6)     # above the peak: below 2x
+  assert vt.ratio_at_peak(ours, ref, "decode") == pytest.approx(1.6)     # past the peak: below the 2x measured
 
 
 def test_keep_faster_keeps_each_operations_best_round():
