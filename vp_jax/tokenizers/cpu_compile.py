@@ -30,10 +30,10 @@ CONV_INFERENCE_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
 CONVS = ("onednn", "onednn_bf16", "xla")
 
 
-
 def _all_cpu(mesh: jax.sharding.Mesh) -> bool:
   """Whether every device of `mesh` is a CPU (where MAGVIT's CPU convolution lowering applies)."""
   return all(d.platform == "cpu" for d in mesh.devices.flat)
+
 
 def conv_inference_jit(fn: Callable, mesh: jax.sharding.Mesh, convs: str = "onednn",
                        batch_axes: tuple[str, ...] | None = None) -> Callable:
